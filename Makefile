@@ -1,0 +1,36 @@
+# Two commands: `make demo` (set up, then run the demo) and `make test` (set up, then run the tests).
+# Each creates or reuses .venv and installs the pinned CPU torch before advlab, so pip never pulls a
+# CUDA build here; advlab itself accepts any torch 2.x a GPU user has.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.advlab-installed
+
+.PHONY: demo test lint setup browser clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/advlab demo
+
+# Headless Chromium for the report test (Debian's package; needs root or sudo on a fresh machine).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+
+test: $(STAMP) browser lint
+	ADVLAB_DATA=$${ADVLAB_DATA:-$(CURDIR)/../shared/data} $(BIN)/pytest -q
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,1 @@
+"""Attacks: white-box, black-box (oracle only), autoencoder and physical-world."""

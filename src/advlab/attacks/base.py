@@ -1,0 +1,162 @@
+"""What every attack shares: the threat model, the result, and the call protocol.
+
+An attack is configured once and called on a batch: ``PGD(eps=0.3)(model, x, y) -> AttackResult``.
+The base class handles, once for all attacks, the pitfalls users of peer libraries hit most:
+inputs are checked (NCHW, float, [0, 1], no NaN); the model is put in eval mode and its mode
+restored; parameter gradients are switched off (input gradients only: weight gradients are wasted
+work); a model ending in softmax is detected and the user warned; success is measured by a fresh
+forward pass on the returned images, never taken from the attack's own claim.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from advlab.errors import AdvlabError, check_images, check_labels, check_range
+
+NORMS = ("linf", "l2")
+
+
+@dataclass(frozen=True)
+class ThreatModel:
+    """The perturbation set: ||x_adv - x||_norm <= eps, with x_adv in the [0, 1] box."""
+
+    norm: str = "linf"
+    eps: float = 0.3
+
+    def __post_init__(self) -> None:
+        if self.norm not in NORMS:
+            raise AdvlabError(f"unknown norm {self.norm!r}; choose one of {', '.join(NORMS)}")
+        bound = 1.0 if self.norm == "linf" else 1e6
+        check_range(self.eps, f"eps ({self.norm})", 0.0, bound)
+
+    def project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Project onto the eps-ball around x intersected with the box [0, 1]."""
+        delta = x_adv - x
+        if self.norm == "linf":
+            delta = delta.clamp(-self.eps, self.eps)
+        else:
+            norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
+            delta = delta * (self.eps / norms).clamp(max=1.0).view(-1, *[1] * (x.dim() - 1))
+        return (x + delta).clamp(0.0, 1.0)
+
+
+@dataclass
+class Cost:
+    """Work an attack did: forward and backward passes (per image) and oracle queries."""
+
+    forward: int = 0
+    backward: int = 0
+    queries: int = 0
+
+    def to_dict(self) -> dict:
+        return {"forward": self.forward, "backward": self.backward, "queries": self.queries}
+
+
+def perturbation_norms(adv: torch.Tensor, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-sample L0 (pixels changed by more than 1e-6... counted over all values), L2 and Linf."""
+    delta = (adv - x).flatten(1)
+    return {"l0": (delta.abs() > 1e-6).sum(1).float(), "l2": delta.norm(dim=1), "linf": delta.abs().amax(1)}
+
+
+@dataclass
+class AttackResult:
+    """An attacked batch and what it achieved, per sample."""
+
+    adv: torch.Tensor
+    success: torch.Tensor  # bool: adversarial by the attack's goal (misclassified, or the target hit)
+    norms: dict[str, torch.Tensor]
+    cost: Cost
+    clean_pred: torch.Tensor
+    adv_pred: torch.Tensor
+    labels: torch.Tensor
+    target: torch.Tensor | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def clean_correct(self) -> torch.Tensor:
+        return self.clean_pred == self.labels
+
+    @property
+    def success_rate(self) -> float:
+        return self.success.float().mean().item()
+
+    @property
+    def robust_accuracy(self) -> float:
+        """Share of samples still classified correctly after the attack."""
+        return (self.adv_pred == self.labels).float().mean().item()
+
+    def summary(self) -> dict:
+        ok = self.success
+        med = {k: (v[ok].median().item() if ok.any() else float("nan")) for k, v in self.norms.items()}
+        return {"n": len(self.labels), "success_rate": self.success_rate, "robust_accuracy": self.robust_accuracy,
+                "clean_accuracy": self.clean_correct.float().mean().item(),
+                "median_norms_of_successes": med, "cost": self.cost.to_dict()}
+
+
+@contextlib.contextmanager
+def attack_mode(model: nn.Module):
+    """Eval mode and frozen parameters for the duration of an attack; both restored after."""
+    was_training = model.training
+    flags = [p.requires_grad for p in model.parameters()]
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in zip(model.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+
+def warn_if_softmax(logits: torch.Tensor) -> None:
+    """Attacks need logits; rows that are all non-negative and sum to one betray a softmax output."""
+    sums = logits.sum(1)
+    if logits.min() >= 0 and torch.allclose(sums, torch.ones_like(sums), atol=1e-4):
+        warnings.warn("the model seems to output probabilities (softmax); attacks expect logits, and softmax "
+                      "outputs saturate gradients: remove the final softmax", stacklevel=3)
+
+
+class Attack:
+    """Base: subclasses implement ``perturb(model, x, y, target, cost) -> adv``.
+
+    y are the true labels; target (targeted attacks) the classes to reach. Success is judged here.
+    """
+
+    name = "attack"
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                 target: torch.Tensor | int | None = None) -> AttackResult:
+        check_images(x)
+        check_labels(y, x.shape[0])
+        y = y.to(x.device)
+        if target is not None:
+            if isinstance(target, int):
+                target = torch.full_like(y, target)
+            check_labels(target, x.shape[0], name="target classes")
+            target = target.to(x.device)
+        with attack_mode(model):
+            cost = Cost()
+            with torch.no_grad():
+                clean_logits = model(x)
+            warn_if_softmax(clean_logits)
+            num_classes = clean_logits.shape[1]
+            check_labels(y, x.shape[0], num_classes)
+            if target is not None:
+                check_labels(target, x.shape[0], num_classes, name="target classes")
+            adv = self.perturb(model, x, y, target, cost).detach()
+            with torch.no_grad():
+                adv_pred = model(adv).argmax(1)
+        success = adv_pred == target if target is not None else adv_pred != y
+        return AttackResult(adv, success, perturbation_norms(adv, x), cost, clean_logits.argmax(1), adv_pred,
+                            y, target)
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
+                cost: Cost) -> torch.Tensor:
+        raise NotImplementedError

@@ -1,0 +1,1 @@
+"""Defenses: training recipes (augmentation, distillation, adversarial, noise) and smoothing."""

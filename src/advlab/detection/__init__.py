@@ -1,0 +1,1 @@
+"""Backdoor detection from representations: spectral signatures, SPECTRE, activation clustering."""

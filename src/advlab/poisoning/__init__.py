@@ -1,0 +1,1 @@
+"""Backdoor poisoning: triggers and poisoned data sets."""

@@ -1,0 +1,1 @@
+"""Robust statistics on feature matrices: robust mean and covariance, QUE scores."""

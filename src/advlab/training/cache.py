@@ -1,0 +1,69 @@
+"""Trained models cached under a hash of their full config: the same config trains once."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from advlab import __version__
+from advlab.data import ImageDataset, load_dataset
+from advlab.models import create_model, load_checkpoint, model_args, save_checkpoint
+from advlab.models.inference import accuracy
+from advlab.runtime import cache_dir, seed_everything
+from advlab.training.trainer import BatchLoss, TrainConfig, cross_entropy_loss, fit
+
+
+def config_hash(config: TrainConfig) -> str:
+    """Hash of everything that changes the weights (and the minor version that trained them)."""
+    blob = json.dumps({**config.to_dict(), "version": __version__.rsplit(".", 1)[0]}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def cached_checkpoint_path(config: TrainConfig) -> Path:
+    return cache_dir() / "models" / f"{config.model}-{config.dataset}-{config_hash(config)}.safetensors"
+
+
+def train_model(config: TrainConfig, device: torch.device, data_dir: str | Path | None = None,
+                batch_loss: BatchLoss = cross_entropy_loss, progress: bool = True,
+                train_data: ImageDataset | None = None, test_data: ImageDataset | None = None,
+                use_cache: bool = True) -> tuple[nn.Module, dict, Path, bool]:
+    """Train (or fetch from the cache) the model config describes.
+
+    Returns (model, metadata, checkpoint path, whether it came from the cache). The metadata holds
+    the config, the per-epoch history, the clean test accuracy and the wall time.
+    """
+    config.validate()
+    path = cached_checkpoint_path(config)
+    if use_cache and path.is_file():
+        model, meta = load_checkpoint(path, device)
+        return model, meta, path, True
+    train_data = train_data or load_dataset(config.dataset, "train", data_dir)
+    test_data = test_data or load_dataset(config.dataset, "test", data_dir)
+    seed_everything(config.seed)
+    channels, size = train_data.shape[0], train_data.shape[1]
+    model = create_model(config.model, config.dataset, channels, size, train_data.num_classes, **config.model_extra)
+    start = time.perf_counter()
+    history = fit(model, train_data, config, device, batch_loss, progress)
+    wall = time.perf_counter() - start
+    meta = {
+        "architecture": config.model,
+        "model_args": model_args(config.dataset, channels, size, train_data.num_classes, **config.model_extra),
+        "dataset": config.dataset,
+        "classes": train_data.classes,
+        "input_shape": list(train_data.shape),
+        "train_config": config.to_dict(),
+        "recipe": config.recipe,
+        "history": history,
+        "test_accuracy": accuracy(model, test_data, device),
+        "train_seconds": wall,
+        "device": str(device),
+        "config_hash": config_hash(config),
+    }
+    save_checkpoint(path, model, meta)
+    return model, meta, path, False
+
