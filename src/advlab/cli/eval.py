@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from advlab.cli.common import (add_data_args, add_device_arg, add_out_arg, add_progress_arg, check_model_fits,
-                               dataset_split, device_from, positive_int, resolve_model)
+from advlab.cli.common import (
+    add_data_args,
+    add_device_arg,
+    add_out_arg,
+    add_progress_arg,
+    check_model_fits,
+    dataset_split,
+    device_from,
+    positive_int,
+    resolve_model,
+)
 from advlab.evaluation import evaluate_clean
 from advlab.report.figures import confusion_matrix_figure
 from advlab.report.run import RunDir

@@ -5,8 +5,15 @@ from __future__ import annotations
 import argparse
 import shutil
 
-from advlab.cli.common import (add_data_args, add_device_arg, add_out_arg, add_progress_arg, dataset_split,
-                               device_from, positive_int)
+from advlab.cli.common import (
+    add_data_args,
+    add_device_arg,
+    add_out_arg,
+    add_progress_arg,
+    dataset_split,
+    device_from,
+    positive_int,
+)
 from advlab.errors import AdvlabError
 from advlab.models import architecture
 from advlab.report.figures import training_curve_figure

@@ -70,8 +70,8 @@ def load_cifar10(split: str, root: Path) -> ImageDataset:
             with tarfile.open(archive) as tar:
                 tar.extractall(root, filter="data")
         except (OSError, tarfile.TarError) as exc:
-            raise missing_files_error(f"CIFAR-10 {split} split", root,
-                                      ["cifar10/{train,test}/<class>/*.jpg", "cifar-10-batches-py/"], str(exc)) from None
+            expected = ["cifar10/{train,test}/<class>/*.jpg", "cifar-10-batches-py/"]
+            raise missing_files_error(f"CIFAR-10 {split} split", root, expected, str(exc)) from None
         found = _find(root, split)
         if found is None:
             raise AdvlabError(f"the downloaded CIFAR-10 archive in {root} has no {split} split")

@@ -41,3 +41,48 @@ class ConvAutoencoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
+
+
+class VariationalAutoencoder(nn.Module):
+    """A convolutional variational autoencoder (Kingma & Welling 2014), the target of Kos et al. 2017.
+
+    encode(x) gives the posterior mean mu(x), the code latent-space attacks match; encode_stats(x)
+    gives (mu, log sigma^2). forward(x) decodes a sample z = mu + sigma * noise in training mode and
+    mu itself in eval mode, so an attacked model is deterministic.
+    """
+
+    def __init__(self, channels: int, size: int, num_classes: int, mean, std, latent: int = 16) -> None:
+        super().__init__()
+        if size % 4:
+            raise ValueError("VariationalAutoencoder needs an image side divisible by 4")
+        self.side = size // 4
+        self.body = nn.Sequential(
+            Normalize(mean, std),
+            nn.Conv2d(channels, 32, 3, 2, 1), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, 2, 1), nn.ReLU(),
+            nn.Flatten(),
+        )
+        self.mu = nn.Linear(64 * self.side * self.side, latent)
+        self.log_var = nn.Linear(64 * self.side * self.side, latent)
+        self.decoder = nn.Sequential(
+            nn.Linear(latent, 64 * self.side * self.side), nn.ReLU(),
+            nn.Unflatten(1, (64, self.side, self.side)),
+            nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.ReLU(),
+            nn.ConvTranspose2d(32, channels, 4, 2, 1), nn.Sigmoid(),
+        )
+
+    def encode_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.body(x)
+        return self.mu(h), self.log_var(h).clamp(-10.0, 10.0)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encode_stats(x)[0]
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mu, log_var = self.encode_stats(x)
+        if not self.training:
+            return self.decode(mu)
+        return self.decode(mu + torch.randn_like(mu) * (0.5 * log_var).exp())

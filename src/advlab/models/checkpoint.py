@@ -41,9 +41,12 @@ def read_metadata(path: str | Path) -> dict:
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
+    except (SafetensorError, OSError, UnicodeDecodeError) as exc:
+        raise AdvlabError(f"{path} is corrupt, truncated or not a safetensors file ({exc})") from None
+    try:
         meta = json.loads(header[META_KEY])
-    except (SafetensorError, OSError, KeyError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AdvlabError(f"{path} is not an advlab checkpoint (safetensors with advlab metadata): {exc}") from None
+    except (KeyError, json.JSONDecodeError) as exc:
+        raise AdvlabError(f"{path} is not an advlab checkpoint (no valid advlab metadata: {exc!r})") from None
     if not isinstance(meta, dict) or "architecture" not in meta or "model_args" not in meta:
         raise AdvlabError(f"{path}: checkpoint metadata lacks the architecture; it was not written by advlab")
     return meta

@@ -9,7 +9,7 @@ from torch import nn
 
 from advlab.errors import AdvlabError
 from advlab.models import classifiers
-from advlab.models.autoencoder import ConvAutoencoder
+from advlab.models.autoencoder import ConvAutoencoder, VariationalAutoencoder
 from advlab.models.layers import normalization_for
 
 
@@ -28,6 +28,7 @@ ARCHITECTURES: dict[str, Architecture] = {
     "cifar_cnn": Architecture(classifiers.cifar_cnn, "classifier", "VGG-style CNN with batch norm (0.29M params)"),
     "preact_resnet18": Architecture(classifiers.PreActResNet18, "classifier", "PreAct ResNet-18 (11M params)"),
     "conv_autoencoder": Architecture(ConvAutoencoder, "autoencoder", "convolutional autoencoder"),
+    "conv_vae": Architecture(VariationalAutoencoder, "autoencoder", "convolutional variational autoencoder"),
 }
 
 

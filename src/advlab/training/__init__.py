@@ -1,7 +1,15 @@
 """Training: one loop for every model and recipe, and a cache of trained models by config hash."""
 
 from advlab.training.cache import cached_checkpoint_path, config_hash, train_model
-from advlab.training.trainer import DEFAULTS, TrainConfig, cross_entropy_loss, default_config, fit, random_crop_flip
+from advlab.training.trainer import (
+    DEFAULTS,
+    BatchLoss,
+    TrainConfig,
+    cross_entropy_loss,
+    default_config,
+    fit,
+    random_crop_flip,
+)
 
-__all__ = ["DEFAULTS", "TrainConfig", "default_config", "cached_checkpoint_path", "config_hash", "cross_entropy_loss", "fit",
-           "random_crop_flip", "train_model"]
+__all__ = ["DEFAULTS", "BatchLoss", "TrainConfig", "cached_checkpoint_path", "config_hash", "cross_entropy_loss",
+           "default_config", "fit", "random_crop_flip", "train_model"]

@@ -1,0 +1,48 @@
+"""Trainer: learns, is deterministic under a seed, caches by config, validates its config."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from advlab.errors import AdvlabError
+from advlab.training import config_hash, default_config, random_crop_flip, train_model
+
+CPU = torch.device("cpu")
+
+
+def test_small_training_learns_and_is_cached(lenet_mnist):
+    model, meta, path = lenet_mnist
+    assert meta["test_accuracy"] > 0.85
+    assert meta["history"][-1]["loss"] < meta["history"][0]["loss"]
+    config = default_config("mnist", model="lenet", epochs=2, train_subset=6000, lr=3e-3)
+    again, meta2, path2, cached = train_model(config, CPU, progress=False)
+    assert cached and path2 == path and meta2["test_accuracy"] == meta["test_accuracy"]
+    x = torch.rand(5, 1, 28, 28)
+    assert torch.equal(again(x), model(x))
+
+
+def test_same_seed_same_weights_other_seed_other_hash():
+    config = default_config("mnist", model="linear", epochs=1, train_subset=512, batch_size=64)
+    a, *_ = train_model(config, CPU, progress=False, use_cache=False)
+    b, *_ = train_model(config, CPU, progress=False, use_cache=False)
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+    other = default_config("mnist", model="linear", epochs=1, train_subset=512, batch_size=64, seed=1)
+    assert config_hash(other) != config_hash(config)
+
+
+def test_crop_flip_keeps_shape_range_and_content():
+    x = torch.rand(8, 3, 32, 32)
+    out = random_crop_flip(x, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and 0 <= out.min() and out.max() <= 1
+    assert not torch.equal(out, x)
+
+
+@pytest.mark.parametrize("override,message", [
+    ({"optimizer": "rmsprop"}, "unknown optimizer"), ({"lr": -1.0}, "learning rate"),
+    ({"epochs": 0}, "epochs"), ({"schedule": "zigzag"}, "unknown schedule"),
+])
+def test_bad_training_configs_are_user_errors(override, message):
+    with pytest.raises(AdvlabError, match=message):
+        default_config("mnist", **override)
