@@ -67,8 +67,9 @@ def test_cifar10_image_folders(data_dir):
     assert data.shape == (3, 32, 32) and len(data) == 10000
     assert data.classes[4] == "deer"
     assert torch.bincount(data.labels).tolist() == [1000] * 10
-    x, _ = data.tensors(16)
+    x, y = data.tensors(100)
     assert 0.0 <= x.min() and x.max() <= 1.0
+    assert len(set(y.tolist())) == 10, "the first images must sample every class, not only airplanes"
 
 
 def test_cifar10_pickled_batches_are_read_without_running_code(tmp_path):

@@ -5,7 +5,8 @@ The base class handles, once for all attacks, the pitfalls users of peer librari
 inputs are checked (NCHW, float, [0, 1], no NaN); the model is put in eval mode and its mode
 restored; parameter gradients are switched off (input gradients only: weight gradients are wasted
 work); a model ending in softmax is detected and the user warned; success is measured by a fresh
-forward pass on the returned images, never taken from the attack's own claim.
+forward pass on the returned images, never taken from the attack's own claim; samples already
+misclassified (or already in the target class) are returned unchanged and not attacked.
 """
 
 from __future__ import annotations
@@ -150,12 +151,29 @@ class Attack:
             check_labels(y, x.shape[0], num_classes)
             if target is not None:
                 check_labels(target, x.shape[0], num_classes, name="target classes")
-            adv = self.perturb(model, x, y, target, cost).detach()
+            adv = self._perturb_unfinished(model, x, y, target, clean_logits.argmax(1), cost).detach()
             with torch.no_grad():
                 adv_pred = model(adv).argmax(1)
         success = adv_pred == target if target is not None else adv_pred != y
         return AttackResult(adv, success, perturbation_norms(adv, x), cost, clean_logits.argmax(1), adv_pred,
                             y, target)
+
+    #: Samples already misclassified (untargeted) or already in the target class are returned
+    #: unchanged and never attacked: their work would be wasted and their norm is 0.
+    skip_finished = True
+
+    def _perturb_unfinished(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
+                            clean_pred: torch.Tensor, cost: Cost) -> torch.Tensor:
+        if not self.skip_finished:
+            return self.perturb(model, x, y, target, cost)
+        finished = clean_pred == target if target is not None else clean_pred != y
+        if not finished.any():
+            return self.perturb(model, x, y, target, cost)
+        adv = x.clone()
+        todo = (~finished).nonzero().squeeze(1)
+        if len(todo):
+            adv[todo] = self.perturb(model, x[todo], y[todo], target[todo] if target is not None else None, cost)
+        return adv
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
                 cost: Cost) -> torch.Tensor:

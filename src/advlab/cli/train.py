@@ -18,7 +18,7 @@ from advlab.errors import AdvlabError
 from advlab.models import architecture
 from advlab.report.figures import training_curve_figure
 from advlab.report.run import RunDir
-from advlab.training import default_config, train_model
+from advlab.training import default_config, distributed, train_model
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -48,15 +48,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     device = device_from(args)
+    if distributed.init_distributed(device).enabled and not distributed.context().is_main:
+        return run_worker(args, device)
     if args.model:
         architecture(args.model)
     if args.checkpoint and not args.checkpoint.endswith(".safetensors"):
         raise AdvlabError(f"--checkpoint must end in .safetensors, got {args.checkpoint}")
-    config = default_config(args.dataset, model=args.model, epochs=args.epochs, batch_size=args.batch_size,
-                            optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
-                            schedule=args.schedule, augment=args.augment, seed=args.seed,
-                            train_subset=args.train_subset)
+    config = _config(args)
     train_data, test_data = dataset_split(args, "train"), dataset_split(args, "test")
+    # N processes follow one process's trajectory (within noise), so N is not part of the cache key
     with RunDir(args.out, "train", {"train_config": config.to_dict(), "device": str(device)}) as run_dir:
         model, meta, path, cached = train_model(config, device, args.data_dir, progress=args.progress,
                                                 train_data=train_data, test_data=test_data, use_cache=not args.force)
@@ -74,3 +74,18 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'cached' if cached else 'trained'} {config.model} on {config.dataset}: test accuracy "
           f"{meta['test_accuracy']:.4f}\ncheckpoint: {args.checkpoint or path}\nrun folder: {out}")
     return 0
+
+
+def run_worker(args: argparse.Namespace, device) -> int:
+    """A torchrun process other than rank 0: train its share, write nothing."""
+    config = _config(args)
+    train_model(config, device, args.data_dir, progress=False, train_data=dataset_split(args, "train"),
+                test_data=dataset_split(args, "test"), use_cache=not args.force)
+    return 0
+
+
+def _config(args: argparse.Namespace):
+    return default_config(args.dataset, model=args.model, epochs=args.epochs, batch_size=args.batch_size,
+                          optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
+                          schedule=args.schedule, augment=args.augment, seed=args.seed,
+                          train_subset=args.train_subset)

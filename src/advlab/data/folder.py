@@ -29,8 +29,8 @@ def read_image_folder(root: Path, size: int, channels: int = 3, name: str | None
                       classes: list[str] | None = None) -> ImageDataset:
     """Decode every image under root/<class>/ resized to size x size (bilinear), cached on disk.
 
-    Classes are the subfolders in alphabetical order unless given. An undecodable file is a user
-    error naming the file.
+    Classes are the subfolders in alphabetical order unless given; images come in a fixed shuffled
+    order. An undecodable file is a user error naming the file.
     """
     root = Path(root)
     if not root.is_dir():
@@ -60,5 +60,8 @@ def read_image_folder(root: Path, size: int, channels: int = 3, name: str | None
 
     key = source_key(root, *(root / c for c in classes)) + f"-{len(files)}-{size}-{channels}"
     arrays = cached_arrays(f"folder-{root.name}", key, build)
-    return ImageDataset(torch.from_numpy(arrays["images"]), torch.from_numpy(arrays["labels"]).long(),
+    # Folders list images class by class; a fixed permutation makes "the first N images" a fair
+    # sample of all classes (the same N images every time).
+    order = torch.randperm(len(files), generator=torch.Generator().manual_seed(0))
+    return ImageDataset(torch.from_numpy(arrays["images"])[order], torch.from_numpy(arrays["labels"]).long()[order],
                         list(classes), name or root.name, {"dataset": f"folder:{root}", "source": str(root)})

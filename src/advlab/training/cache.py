@@ -15,6 +15,7 @@ from advlab.data import ImageDataset, load_dataset
 from advlab.models import create_model, load_checkpoint, model_args, save_checkpoint
 from advlab.models.inference import accuracy
 from advlab.runtime import cache_dir, seed_everything
+from advlab.training import distributed
 from advlab.training.trainer import BatchLoss, TrainConfig, cross_entropy_loss, fit
 
 
@@ -38,6 +39,7 @@ def train_model(config: TrainConfig, device: torch.device, data_dir: str | Path 
     the config, the per-epoch history, the clean test accuracy and the wall time.
     """
     config.validate()
+    device = distributed.local_device(device)
     path = cached_checkpoint_path(config)
     if use_cache and path.is_file():
         model, meta = load_checkpoint(path, device)
@@ -62,8 +64,11 @@ def train_model(config: TrainConfig, device: torch.device, data_dir: str | Path 
         "test_accuracy": accuracy(model, test_data, device),
         "train_seconds": wall,
         "device": str(device),
+        "processes": distributed.context().world_size,
         "config_hash": config_hash(config),
     }
-    save_checkpoint(path, model, meta)
+    if distributed.context().is_main:  # one writer; the others wait until the checkpoint is there
+        save_checkpoint(path, model, meta)
+    distributed.barrier()
     return model, meta, path, False
 

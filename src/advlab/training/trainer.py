@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from advlab.data import ImageDataset
 from advlab.errors import AdvlabError, check_range
+from advlab.training import distributed
 
 BatchLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -120,30 +121,39 @@ def fit(model: nn.Module, data: ImageDataset, config: TrainConfig, device: torch
         batch_loss: BatchLoss = cross_entropy_loss, progress: bool = True) -> list[dict]:
     """Train model in place on data; return per-epoch {epoch, loss, accuracy, lr}.
 
-    Seeds fix the data order, augmentation and initialization-independent randomness, so two runs
-    of the same config on the same device give the same weights.
+    Seeds fix the data order and the augmentation, so two runs of the same config on the same
+    device give the same weights. Under torchrun each process takes an equal share of every global
+    batch (config.batch_size in all) and DistributedDataParallel averages the gradients.
     """
     config.validate()
+    dist_ctx = distributed.context()
     generator = torch.Generator().manual_seed(config.seed)
     if config.train_subset:
         data = data.subset(torch.randperm(len(data), generator=generator)[: config.train_subset])
     # channels-last runs convolutions about 25% faster on CPUs; the numbers are the same
     model.to(device).to(memory_format=torch.channels_last).train()
+    trained = model
+    if dist_ctx.enabled:
+        trained = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = make_optimizer(model, config)
     steps_per_epoch = math.ceil(len(data) / config.batch_size)
     schedule = make_schedule(optimizer, config, config.epochs * steps_per_epoch)
+    show = progress and dist_ctx.is_main
     history = []
     for epoch in range(1, config.epochs + 1):
         model.train()
         total_loss = correct = seen = 0.0
-        bar = tqdm(data.batches(config.batch_size, shuffle=True, generator=generator, device=device),
-                   total=steps_per_epoch, desc=f"epoch {epoch}/{config.epochs}", disable=not progress,
-                   leave=False, unit="batch")
-        for x, y in bar:
+        order = torch.randperm(len(data), generator=generator)
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{config.epochs}", disable=not show, leave=False,
+                   unit="batch")
+        for step in bar:
+            batch = order[step * config.batch_size:(step + 1) * config.batch_size][dist_ctx.rank::dist_ctx.world_size]
+            x = data.images[batch].to(device, non_blocking=True).float().div_(255)
+            y = data.labels[batch].to(device, non_blocking=True)
             if config.augment:
                 x = random_crop_flip(x, generator)
             x = x.contiguous(memory_format=torch.channels_last)
-            loss, logits = batch_loss(model, x, y)
+            loss, logits = batch_loss(trained, x, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -154,9 +164,10 @@ def fit(model: nn.Module, data: ImageDataset, config: TrainConfig, device: torch
             correct += (logits.argmax(1) == y).sum().item()
             seen += len(y)
             bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.4f}")
+        total_loss, correct, seen = distributed.all_reduce_sum([total_loss, correct, seen], device)
         history.append({"epoch": epoch, "loss": total_loss / seen, "accuracy": correct / seen,
                         "lr": optimizer.param_groups[0]["lr"]})
-        if progress:
+        if show:
             tqdm.write(f"epoch {epoch}/{config.epochs}: loss {total_loss / seen:.4f}, train accuracy "
                        f"{correct / seen:.4f}")
     model.to(memory_format=torch.contiguous_format).eval()

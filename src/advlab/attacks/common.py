@@ -1,0 +1,129 @@
+"""Pieces the white-box attacks share: losses on logits, input gradients, and L_p step geometry.
+
+Every gradient here is taken with respect to the input only (the base class froze the weights),
+and every pass is counted in the attack's Cost in image-passes: a forward pass over a batch of n
+images adds n, so an attack that stops working on finished samples is charged less.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from advlab.attacks.base import Cost
+from advlab.errors import AdvlabError, check_range
+
+LOSSES = ("ce", "cw")
+
+
+def check_loss(name: str) -> str:
+    if name not in LOSSES:
+        raise AdvlabError(f"unknown attack loss {name!r}; choose one of {', '.join(LOSSES)}")
+    return name
+
+
+def check_positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise AdvlabError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def check_eps(eps: float, norm: str) -> float:
+    return check_range(eps, f"eps ({norm})", 0.0, 1.0 if norm == "linf" else 1e6)
+
+
+def margin(logits: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
+    """z_cls - max_{j != cls} z_j per sample (Carlini & Wagner 2017, the f_6 objective before clamping)."""
+    own = logits.gather(1, cls[:, None]).squeeze(1)
+    others = logits.scatter(1, cls[:, None], float("-inf")).amax(1)
+    return own - others
+
+
+def attack_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, loss: str) -> torch.Tensor:
+    """Per-sample objective the attacker maximizes.
+
+    Untargeted: cross-entropy of the true class, or the C&W margin max_{j!=y} z_j - z_y.
+    Targeted: minus the cross-entropy of the target, or the margin z_t - max_{j!=t} z_j.
+    """
+    if target is None:
+        if loss == "ce":
+            return F.cross_entropy(logits, y, reduction="none")
+        return -margin(logits, y)
+    if loss == "ce":
+        return -F.cross_entropy(logits, target, reduction="none")
+    return margin(logits, target)
+
+
+def is_adversarial(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+    pred = logits.argmax(1)
+    return pred == target if target is not None else pred != y
+
+
+def loss_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, loss: str,
+                  cost: Cost) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One forward and one backward pass: (gradient of the summed objective w.r.t. x, logits, objective)."""
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        logits = model(x)
+        objective = attack_loss(logits, y, target, loss)
+        (grad,) = torch.autograd.grad(objective, x, grad_outputs=torch.ones_like(objective))
+    cost.forward += x.shape[0]
+    cost.backward += x.shape[0]
+    return grad, logits.detach(), objective.detach()
+
+
+def batch_view(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Reshape a per-sample vector to broadcast against an NCHW batch."""
+    return v.view(-1, *[1] * (like.dim() - 1))
+
+
+def l2_normalize(g: torch.Tensor) -> torch.Tensor:
+    """g / ||g||_2 per sample (zero stays zero)."""
+    norms = g.flatten(1).norm(dim=1).clamp_min(1e-12)
+    return g / batch_view(norms, g)
+
+
+def steepest_ascent(grad: torch.Tensor, norm: str) -> torch.Tensor:
+    """The unit-norm direction of steepest ascent under the norm: sign(g) for Linf, g/||g|| for L2."""
+    return grad.sign() if norm == "linf" else l2_normalize(grad)
+
+
+def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    """Onto the eps-ball around x intersected with the box [0, 1].
+
+    For Linf the two sets are boxes and clamping both is the exact projection. For L2 we scale into
+    the ball, then clip to the box; the clip only shrinks each coordinate's change, so the bound holds.
+    """
+    if norm == "linf":
+        return torch.min(torch.max(x_adv, x - eps), x + eps).clamp_(0.0, 1.0)
+    delta = x_adv - x
+    norms = delta.flatten(1).norm(dim=1)
+    factor = (eps / norms.clamp_min(1e-12)).clamp(max=1.0)
+    return (x + delta * batch_view(factor, x)).clamp_(0.0, 1.0)
+
+
+def random_start(x: torch.Tensor, eps: float, norm: str, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A uniform point of the Linf ball, or a point of the L2 ball with uniform direction and radius."""
+    if norm == "linf":
+        noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1
+        delta = noise * eps
+    else:
+        direction = l2_normalize(torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype))
+        radius = torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype) * eps
+        delta = direction * batch_view(radius, x)
+    return project(x + delta, x, eps, norm)
+
+
+def enforce_bound(adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    """Final guard so the returned perturbation respects its bound exactly, despite float rounding.
+
+    Linf: clamp again. L2: if rounding left ||delta|| a hair above eps, shrink it by that factor
+    (and a 1e-7 margin); pixels move toward x, so they stay inside [0, 1].
+    """
+    if norm == "linf":
+        return project(adv, x, eps, norm)
+    delta = adv - x
+    norms = delta.flatten(1).norm(dim=1)
+    factor = torch.where(norms > eps, eps * (1 - 1e-7) / norms.clamp_min(1e-12), torch.ones_like(norms))
+    return (x + delta * batch_view(factor, x)).clamp_(0.0, 1.0)

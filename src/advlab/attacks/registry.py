@@ -1,0 +1,41 @@
+"""White-box attacks by name, for the CLI and the evaluation layer.
+
+Bounded attacks take (eps, norm); minimal-perturbation attacks ignore eps and report per-sample norms.
+"""
+
+from __future__ import annotations
+
+from advlab.attacks.base import Attack
+from advlab.attacks.cw import CarliniWagnerL2
+from advlab.attacks.deepfool import DeepFool
+from advlab.attacks.fgsm import FGSM
+from advlab.attacks.lbfgs import LBFGS
+from advlab.attacks.mifgsm import MIFGSM
+from advlab.attacks.pgd import BIM, PGD
+from advlab.errors import AdvlabError
+
+WHITEBOX_ATTACKS = ("fgsm", "bim", "pgd", "mifgsm", "deepfool", "cw", "lbfgs")
+MINIMAL_NORM_ATTACKS = ("deepfool", "cw", "lbfgs")
+L2_ONLY = ("cw", "lbfgs")
+
+
+def build_attack(name: str, eps: float = 0.3, norm: str = "linf", steps: int | None = None,
+                 step_size: float | None = None, early_stop: bool = False, **kwargs) -> Attack:
+    """An attack configured from CLI-style arguments; unknown names and bad norms are user errors."""
+    if name not in WHITEBOX_ATTACKS:
+        raise AdvlabError(f"unknown attack {name!r}; choose one of {', '.join(WHITEBOX_ATTACKS)}")
+    if name in L2_ONLY and norm != "l2":
+        raise AdvlabError(f"attack {name!r} is an L2 attack; pass --norm l2")
+    if name == "fgsm":
+        return FGSM(eps=eps, norm=norm, **kwargs)
+    if name == "bim":
+        return BIM(eps=eps, steps=steps, step_size=step_size, norm=norm, early_stop=early_stop, **kwargs)
+    if name == "pgd":
+        return PGD(eps=eps, steps=steps or 40, step_size=step_size, norm=norm, early_stop=early_stop, **kwargs)
+    if name == "mifgsm":
+        return MIFGSM(eps=eps, steps=steps or 10, step_size=step_size, norm=norm, **kwargs)
+    if name == "deepfool":
+        return DeepFool(steps=steps or 50, norm=norm, **kwargs)
+    if name == "cw":
+        return CarliniWagnerL2(steps=steps or 100, **kwargs)
+    return LBFGS(**kwargs)

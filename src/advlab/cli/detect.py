@@ -1,0 +1,82 @@
+"""advlab detect: run a backdoor detector on representations you bring (.npy feature matrix + labels)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from advlab.detection import DETECTORS, detect
+from advlab.detection.spectre import MAX_K
+from advlab.errors import AdvlabError
+from advlab.runtime import atomic_write
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("detect", help="score and flag poisoned rows of a feature matrix (SPECTRE, spectral, "
+                       "clustering)", description="Backdoor detection on your own representations: F.npy holds "
+                       "an (n, d) feature matrix (one row per training image, e.g. a middle layer flattened), "
+                       "L.npy the n training labels. Writes a score per row and the rows to remove.")
+    p.add_argument("--features", required=True, help="(n, d) .npy feature matrix")
+    p.add_argument("--labels", required=True, help="(n,) .npy integer labels")
+    p.add_argument("--method", choices=sorted(DETECTORS), default="spectre", help="detector (default: %(default)s)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--poison-fraction", type=float, default=None,
+                        help="assumed poison share of each scanned class (m_y = fraction x n_y)")
+    budget.add_argument("--m", type=int, default=None, help="assumed number of poisons in each scanned class")
+    p.add_argument("--classes", default=None, help="comma-separated labels to scan (default: all)")
+    p.add_argument("--k", type=int, default=None, help="SPECTRE: fixed PCA dimension (default: chosen by op_k)")
+    p.add_argument("--max-k", type=int, default=MAX_K, help="SPECTRE: cap on the k sweep (default: %(default)s)")
+    p.add_argument("--out", required=True, help="scores.json to write")
+    p.set_defaults(func=run)
+
+
+def load_npy(path: str, what: str) -> np.ndarray:
+    """np.load without pickles; any unreadable file is a one-line user error."""
+    if not Path(path).is_file():
+        raise AdvlabError(f"{what} file {path} does not exist")
+    with open(path, "rb") as f:
+        if f.read(6) != b"\x93NUMPY":
+            raise AdvlabError(f"{path} is not a .npy file (no NumPy header); write the {what} with numpy.save")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        if "pickle" in str(exc):
+            raise AdvlabError(f"{path} holds Python objects, which are never unpickled; save a numeric array") from None
+        raise AdvlabError(f"{path} is not a readable .npy array ({str(exc).splitlines()[0][:120]})") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise AdvlabError(f"{path} is not a readable .npy array ({str(exc).splitlines()[0][:120]})") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.poison_fraction is None and args.m is None and args.method != "clustering":
+        raise AdvlabError(f"--method {args.method} needs --poison-fraction or --m (the assumed number of poisons)")
+    features = load_npy(args.features, "features")
+    labels = load_npy(args.labels, "labels")
+    if features.dtype.kind not in "fiu":
+        raise AdvlabError(f"{args.features} must hold numbers, got dtype {features.dtype}")
+    classes = None
+    if args.classes:
+        try:
+            classes = [int(c) for c in args.classes.split(",")]
+        except ValueError:
+            raise AdvlabError(f"--classes must be comma-separated integers, got {args.classes!r}") from None
+    options: dict = {"poison_fraction": args.poison_fraction, "m": args.m, "classes": classes}
+    if args.method == "spectre":
+        options.update(k=args.k, max_k=args.max_k)
+    result = detect(args.method, features, labels, **options)
+    payload = {"method": args.method, "features": args.features, "n": int(len(result.scores)),
+               "poison_fraction": args.poison_fraction, "m": args.m, "removed_count": int(result.removed.sum()),
+               "removed": np.flatnonzero(result.removed).tolist(), "scores": result.scores.tolist(),
+               "per_class": {str(c): v for c, v in result.per_class.items()}}
+    atomic_write(args.out, lambda tmp: tmp.write_text(json.dumps(payload, indent=1) + "\n"))
+    lines = [f"{args.method}: removed {payload['removed_count']} of {payload['n']} rows"]
+    for c, info in result.per_class.items():
+        extra = f", k = {info['k']}" if "k" in info else ""
+        extra += f", silhouette {info['silhouette']:.3f}, flagged {info['flagged']}" if "silhouette" in info else ""
+        lines.append(f"  class {c}: {info['removed']} of {info['n']} removed{extra}")
+    print("\n".join(lines) + f"\nscores: {args.out}")
+    return 0
