@@ -199,14 +199,18 @@ def test_serve_command_builds_the_app_from_a_checkpoint(lenet_mnist, mnist_batch
     assert json.loads(json.dumps(meta["input_shape"])) == list(SHAPE)
 
 
-def test_run_oracle_attack_is_callable_with_only_the_oracle_flags(lenet, tmp_path):
-    """The contract `advlab attack --oracle URL --attack square` relies on."""
-    from advlab.cli.blackbox import run_oracle_attack
+def test_advlab_attack_with_oracle_attacks_the_server(lenet, tmp_path, capsys):
+    """`advlab attack --oracle URL --attack square` goes through the real API, and white-box attacks
+    refuse an oracle."""
+    from advlab.cli.main import main
 
     app = create_app(lenet, CLASSES, input_shape=SHAPE)
     with running_server(app) as url:
-        args = argparse.Namespace(oracle=url, attack="square", n=3, queries=40, out=str(tmp_path / "run"),
-                                  progress=False, device="cpu")
-        assert run_oracle_attack(args) == 0
+        argv = ["attack", "--oracle", url, "--attack", "square", "--n", "3", "--queries", "40", "--device", "cpu",
+                "--out", str(tmp_path / "run"), "--no-progress"]
+        assert main(argv) == 0
+        assert main(["attack", "--oracle", url, "--attack", "pgd", "--out", str(tmp_path / "bad")]) == 2
+    assert "choose --attack from" in capsys.readouterr().err and not (tmp_path / "bad").exists()
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["attacks"]["square"]["images"] == 3
+    assert 0 < metrics["oracle_queries_used"] <= 3 * 40 + 3

@@ -18,6 +18,8 @@ from tqdm import tqdm
 
 from advlab.attacks import MINIMAL_NORM_ATTACKS, WHITEBOX_ATTACKS, FoolingImages, build_attack
 from advlab.attacks.base import NORMS, Cost
+from advlab.attacks.blackbox import BLACKBOX_ATTACKS
+from advlab.cli.blackbox import run_oracle_attack
 from advlab.cli.common import (
     add_data_args,
     add_device_arg,
@@ -39,13 +41,22 @@ DEMO_ORDER = 20
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("attack", help="white-box attacks: FGSM, BIM, PGD, MI-FGSM, DeepFool, C&W, L-BFGS",
-                       description="Attack a classifier on test images with a white-box attack and write a run "
-                       "folder with metrics, figures and a report section.")
-    p.add_argument("--model", required=True, help="a .safetensors checkpoint, or an architecture name (its "
+    p = sub.add_parser("attack", help="attack a classifier: white-box (FGSM ... C&W) or black-box through --oracle",
+                       description="Attack a classifier on test images and write a run folder with metrics, "
+                       "figures and a report section. White-box attacks need --model; the black-box attacks "
+                       f"({', '.join(BLACKBOX_ATTACKS)}) query --oracle URL (an `advlab serve` API) or an "
+                       "in-process oracle of --model, and see only its outputs.")
+    p.add_argument("--model", default=None, help="a .safetensors checkpoint, or an architecture name (its "
                    "default recipe, trained once then cached)")
     add_data_args(p)
-    p.add_argument("--attack", default="pgd", choices=WHITEBOX_ATTACKS, help="attack (default: %(default)s)")
+    p.add_argument("--attack", default="pgd", choices=(*WHITEBOX_ATTACKS, *BLACKBOX_ATTACKS),
+                   help="attack (default: %(default)s)")
+    p.add_argument("--oracle", default=None, help="URL of a prediction API (`advlab serve`) to attack black-box")
+    p.add_argument("--token", default=None, help="bearer token for --oracle")
+    p.add_argument("--budget", type=positive_int, default=None, help="total oracle queries allowed (black-box)")
+    p.add_argument("--queries", type=positive_int, default=None, help="queries per image (black-box)")
+    p.add_argument("--p-init", type=float, default=None, help="Square Attack's initial patch fraction")
+    p.add_argument("--labels-only", action="store_true", default=None, help="the oracle returns labels only")
     p.add_argument("--eps", type=float, default=0.3, help="perturbation bound (ignored by the minimal-"
                    "perturbation attacks deepfool, cw, lbfgs) (default: %(default)s)")
     p.add_argument("--norm", default=None, choices=NORMS, help="threat model (default: linf; l2 for cw and lbfgs)")
@@ -128,6 +139,17 @@ def _summary(res, y, target, cost, norm) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.oracle or args.attack in BLACKBOX_ATTACKS:
+        if args.attack not in BLACKBOX_ATTACKS:
+            choices = ", ".join(BLACKBOX_ATTACKS)
+            raise AdvlabError(f"--oracle gives only black-box access; choose --attack from {choices}")
+        if args.targeted:
+            raise AdvlabError("targeted black-box attacks are not offered by `advlab attack`; drop --targeted")
+        if args.norm is None:
+            args.norm = "linf"
+        return run_oracle_attack(args)
+    if args.model is None:
+        raise AdvlabError("white-box attacks need --model (a checkpoint or an architecture name)")
     device = device_from(args)
     attack, norm = _attack_from_args(args)
     data = dataset_split(args, "test", args.n)
@@ -204,7 +226,7 @@ def demo_section(ctx) -> None:
     from advlab.attacks import FGSM, PGD, DeepFool
     from advlab.evaluation.robust import minimal_norms
 
-    n_curve, steps = (16, 5) if ctx.quick else (100, 20)
+    n_curve, steps = (8, 3) if ctx.quick else (100, 20)
     x, y = ctx.test_data.tensors(n_curve)
     x, y = x.to(ctx.device), y.to(ctx.device)
     model, classes = ctx.model, ctx.test_data.classes
@@ -221,7 +243,7 @@ def demo_section(ctx) -> None:
     ev = robust_accuracy(model, x, y, {"FGSM": lambda e: FGSM(eps=e),
                                        f"PGD-{steps}": lambda e: PGD(eps=e, steps=steps, seed=0, early_stop=True)},
                          eps, batch_size=n_curve, device=ctx.device, progress=False)
-    df = minimal_norms(model, x, y, DeepFool(norm="linf", steps=20 if ctx.quick else 50), norm="linf",
+    df = minimal_norms(model, x, y, DeepFool(norm="linf", steps=10 if ctx.quick else 50, box_aware=3), norm="linf",
                        batch_size=n_curve, device=ctx.device, progress=False)
     curves = {k: (eps, v) for k, v in ev.accuracy.items()}
     grid = [e / 100 for e in range(0, 31)]
@@ -230,7 +252,7 @@ def demo_section(ctx) -> None:
                                 f"robust accuracy vs Linf eps ({n_curve} test images)")
     fool_steps = 1 if ctx.quick else 5
     fool = FoolingImages(eps=0.25, steps=fool_steps)(model, tuple(ctx.test_data.shape),
-                                                                ctx.test_data.num_classes, 4 if ctx.quick else 6,
+                                                                ctx.test_data.num_classes, 2 if ctx.quick else 6,
                                                                 device=ctx.device)
     grid_fig = fooling_grid_figure(fool.images, fool.target, fool.confidence, fool.predicted,
                                    ctx.run.figure_path("attack_fooling.png"), classes,

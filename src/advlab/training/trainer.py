@@ -134,7 +134,8 @@ def fit(model: nn.Module, data: ImageDataset, config: TrainConfig, device: torch
     model.to(device).to(memory_format=torch.channels_last).train()
     trained = model
     if dist_ctx.enabled:
-        trained = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        device_ids = [device.index] if device.type == "cuda" else None
+        trained = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     optimizer = make_optimizer(model, config)
     steps_per_epoch = math.ceil(len(data) / config.batch_size)
     schedule = make_schedule(optimizer, config, config.epochs * steps_per_epoch)
