@@ -12,7 +12,7 @@ from advlab.data import ImageDataset, load_dataset
 from advlab.errors import AdvlabError
 from advlab.models import architecture, load_checkpoint
 from advlab.runtime import resolve_device
-from advlab.training import default_config, train_model
+from advlab.training import TrainConfig, default_config, train_model
 
 
 def add_data_args(parser: argparse.ArgumentParser, dataset: str | None = "mnist") -> None:
@@ -36,6 +36,39 @@ def add_out_arg(parser: argparse.ArgumentParser) -> None:
 
 def add_progress_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+
+
+def add_training_args(parser: argparse.ArgumentParser) -> None:
+    """The options of every command that trains (train, defend): unset ones take the recipe's default."""
+    parser.add_argument("--model", default=None, help="architecture name (default: the data set's default)")
+    add_data_args(parser)
+    parser.add_argument("--epochs", type=positive_int)
+    parser.add_argument("--batch-size", type=positive_int)
+    parser.add_argument("--optimizer", choices=("sgd", "adam"))
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--weight-decay", type=float)
+    parser.add_argument("--schedule", choices=("onecycle", "cosine", "step", "constant"))
+    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                        help="random crop and flip (default: on for color data sets)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-subset", type=positive_int, help="train on this many random training images")
+    parser.add_argument("--checkpoint", default=None, help="also copy the checkpoint here (.safetensors)")
+    parser.add_argument("--force", action="store_true", help="retrain even when the cache has this config")
+    add_device_arg(parser)
+    add_out_arg(parser)
+    add_progress_arg(parser)
+
+
+def training_config(args: argparse.Namespace, **fields) -> TrainConfig:
+    """The data set's default recipe with the command line's overrides (and fields such as recipe)."""
+    if args.model:
+        architecture(args.model)
+    if args.checkpoint and not args.checkpoint.endswith(".safetensors"):
+        raise AdvlabError(f"--checkpoint must end in .safetensors, got {args.checkpoint}")
+    return default_config(args.dataset, model=args.model, epochs=args.epochs, batch_size=args.batch_size,
+                          optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
+                          schedule=args.schedule, augment=args.augment, seed=args.seed,
+                          train_subset=args.train_subset, **fields)
 
 
 def positive_int(text: str) -> int:
