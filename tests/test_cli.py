@@ -48,6 +48,7 @@ def test_train_writes_a_run_folder_and_the_second_run_is_cached(tmp_path, capsys
     assert sum(map(sum, clean["confusion_matrix"])) == 300
     html = (tmp_path / "eval" / "report.html").read_text()
     assert "Clean accuracy" in html and "data:image/png;base64," in html
+    assert "<code>eval</code>" in html and "partial" not in html  # the published name, not the temporary one
 
     (tmp_path / "eval" / "report.html").unlink()
     assert run_cli("report", tmp_path / "eval") == 0
@@ -97,9 +98,9 @@ def test_corrupt_checkpoint_through_the_real_entry_point(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-def test_out_that_is_not_a_run_folder_is_refused(tmp_path, capsys):
+def test_out_that_is_not_a_run_folder_is_refused(tmp_path, capsys, lenet_mnist):
     (tmp_path / "precious").mkdir()
     (tmp_path / "precious" / "thesis.tex").write_text("keep me")
-    assert run_cli("eval", "lenet", "--out", tmp_path / "precious") == 2
+    assert run_cli("eval", lenet_mnist[2], "--n", 50, "--out", tmp_path / "precious") == 2
     assert "not an advlab run folder" in capsys.readouterr().err
     assert (tmp_path / "precious" / "thesis.tex").read_text() == "keep me"

@@ -47,14 +47,16 @@ def _figure(run: Path, fig: dict) -> str:
             f"<figcaption>{caption}</figcaption></figure>")
 
 
-def render_report(run: Path) -> str:
+def render_report(run: Path, name: str | None = None) -> str:
+    """The page for run folder `run`; `name` is the folder's published name when run is still the
+    temporary folder it is built in."""
     from advlab.report.run import load_run
 
     config, metrics, sections = load_run(run)
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>advlab {html.escape(config.get('command', ''))}"
              f" report</title><style>{STYLE}</style></head><body>",
              f"<h1>advlab {html.escape(config.get('command', 'run'))}</h1>",
-             f"<p>Run folder <code>{html.escape(run.name)}</code>, advlab {__version__}.</p>"]
+             f"<p>Run folder <code>{html.escape(name or run.name)}</code>, advlab {__version__}.</p>"]
     for section in sections:
         parts.append(f"<section id='{html.escape(section.get('key', ''))}'><h2>{html.escape(section['title'])}</h2>")
         if section.get("text"):
@@ -70,8 +72,8 @@ def render_report(run: Path) -> str:
     return "\n".join(parts)
 
 
-def write_report(run: str | Path) -> Path:
+def write_report(run: str | Path, name: str | None = None) -> Path:
     """Render run/report.html (atomically) and return its path."""
     run = Path(run)
-    page = render_report(run)
+    page = render_report(run, name)
     return atomic_write(run / "report.html", lambda tmp: tmp.write_text(page, encoding="utf-8"))

@@ -52,7 +52,7 @@ class RunDir:
 
         for name, payload in zip(RUN_FILES, (self.config, self.metrics, {"sections": self.sections}), strict=True):
             (self.tmp / name).write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n")
-        write_report(self.tmp)
+        write_report(self.tmp, self.path.name)
         if self.path.exists():
             shutil.rmtree(self.path)
         self.tmp.rename(self.path)
