@@ -8,18 +8,16 @@ seeding and checkpoint cache (the recipe {"method": "reconstruction"} keeps the 
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from advlab.data import ImageDataset, load_dataset
+from advlab.data import ImageDataset
 from advlab.errors import AdvlabError
-from advlab.models import architecture, create_model, load_checkpoint, model_args, save_checkpoint
-from advlab.runtime import seed_everything
-from advlab.training.cache import cached_checkpoint_path, config_hash
+from advlab.models import architecture
+from advlab.training.cache import train_model
 from advlab.training.trainer import TrainConfig, make_optimizer, make_schedule
 
 RECIPE = {"method": "reconstruction"}
@@ -101,36 +99,11 @@ def train_autoencoder(config: TrainConfig, device: torch.device, data_dir: str |
                       progress: bool = True, train_data: ImageDataset | None = None,
                       test_data: ImageDataset | None = None,
                       use_cache: bool = True) -> tuple[nn.Module, dict, Path, bool]:
-    """Train (or fetch from the cache) the autoencoder config describes; like train_model.
-
-    Returns (model in eval mode, metadata with the test reconstruction MSE, path, from cache).
-    """
-    config.validate()
-    path = cached_checkpoint_path(config)
-    if use_cache and path.is_file():
-        model, meta = load_checkpoint(path, device)
-        return model, meta, path, True
-    train_data = train_data or load_dataset(config.dataset, "train", data_dir)
-    test_data = test_data or load_dataset(config.dataset, "test", data_dir)
-    seed_everything(config.seed)
-    channels, size = train_data.shape[0], train_data.shape[1]
-    model = create_model(config.model, config.dataset, channels, size, train_data.num_classes, **config.model_extra)
-    start = time.perf_counter()
-    history = fit_autoencoder(model, train_data, config, device, progress)
-    wall = time.perf_counter() - start
-    meta = {
-        "architecture": config.model,
-        "model_args": model_args(config.dataset, channels, size, train_data.num_classes, **config.model_extra),
-        "dataset": config.dataset,
-        "classes": train_data.classes,
-        "input_shape": list(train_data.shape),
-        "train_config": config.to_dict(),
-        "recipe": config.recipe,
-        "history": history,
-        "test_mse": reconstruction_mse(model, test_data, device),
-        "train_seconds": wall,
-        "device": str(device),
-        "config_hash": config_hash(config),
-    }
-    save_checkpoint(path, model, meta)
-    return model.eval(), meta, path, False
+    """Train (or fetch from the cache) the autoencoder config describes; train_model with this
+    module's loop. Returns (model in eval mode, metadata with the test reconstruction MSE, path,
+    from cache)."""
+    model, meta, path, cached = train_model(
+        config, device, data_dir, progress=progress, train_data=train_data, test_data=test_data,
+        use_cache=use_cache, fit_fn=fit_autoencoder,
+        test_metrics=lambda model, data, device: {"test_mse": reconstruction_mse(model, data, device)})
+    return model.eval(), meta, path, cached

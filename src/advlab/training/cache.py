@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -17,6 +18,13 @@ from advlab.models.inference import accuracy
 from advlab.runtime import cache_dir, seed_everything
 from advlab.training import distributed
 from advlab.training.trainer import BatchLoss, TrainConfig, cross_entropy_loss, fit
+
+FitFn = Callable[[nn.Module, ImageDataset, TrainConfig, torch.device, bool], list[dict]]
+TestMetrics = Callable[[nn.Module, ImageDataset, torch.device], dict]
+
+
+def _test_accuracy(model: nn.Module, data: ImageDataset, device: torch.device) -> dict:
+    return {"test_accuracy": accuracy(model, data, device)}
 
 
 def config_hash(config: TrainConfig) -> str:
@@ -32,11 +40,13 @@ def cached_checkpoint_path(config: TrainConfig) -> Path:
 def train_model(config: TrainConfig, device: torch.device, data_dir: str | Path | None = None,
                 batch_loss: BatchLoss = cross_entropy_loss, progress: bool = True,
                 train_data: ImageDataset | None = None, test_data: ImageDataset | None = None,
-                use_cache: bool = True) -> tuple[nn.Module, dict, Path, bool]:
+                use_cache: bool = True, fit_fn: FitFn | None = None,
+                test_metrics: TestMetrics | None = None) -> tuple[nn.Module, dict, Path, bool]:
     """Train (or fetch from the cache) the model config describes.
 
     Returns (model, metadata, checkpoint path, whether it came from the cache). The metadata holds
-    the config, the per-epoch history, the clean test accuracy and the wall time.
+    the config, the per-epoch history, the test metrics (clean accuracy by default) and the wall
+    time. Models other than classifiers bring their own loop (fit_fn) and test metrics.
     """
     config.validate()
     device = distributed.local_device(device)
@@ -50,7 +60,10 @@ def train_model(config: TrainConfig, device: torch.device, data_dir: str | Path 
     channels, size = train_data.shape[0], train_data.shape[1]
     model = create_model(config.model, config.dataset, channels, size, train_data.num_classes, **config.model_extra)
     start = time.perf_counter()
-    history = fit(model, train_data, config, device, batch_loss, progress)
+    if fit_fn is None:
+        history = fit(model, train_data, config, device, batch_loss, progress)
+    else:
+        history = fit_fn(model, train_data, config, device, progress)
     wall = time.perf_counter() - start
     meta = {
         "architecture": config.model,
@@ -61,7 +74,7 @@ def train_model(config: TrainConfig, device: torch.device, data_dir: str | Path 
         "train_config": config.to_dict(),
         "recipe": config.recipe,
         "history": history,
-        "test_accuracy": accuracy(model, test_data, device),
+        **(test_metrics or _test_accuracy)(model, test_data, device),
         "train_seconds": wall,
         "device": str(device),
         "processes": distributed.context().world_size,
