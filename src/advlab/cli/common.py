@@ -42,6 +42,8 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     """The options of every command that trains (train, defend): unset ones take the recipe's default."""
     parser.add_argument("--model", default=None, help="architecture name (default: the data set's default)")
     add_data_args(parser)
+    parser.add_argument("--width", type=positive_int, default=None,
+                        help="channel width of cifar_cnn (default: 32)")
     parser.add_argument("--epochs", type=positive_int)
     parser.add_argument("--batch-size", type=positive_int)
     parser.add_argument("--optimizer", choices=("sgd", "adam"))
@@ -65,6 +67,8 @@ def training_config(args: argparse.Namespace, **fields) -> TrainConfig:
         architecture(args.model)
     if args.checkpoint and not args.checkpoint.endswith(".safetensors"):
         raise AdvlabError(f"--checkpoint must end in .safetensors, got {args.checkpoint}")
+    if args.width is not None:
+        fields.setdefault("model_extra", {})["width"] = args.width
     return default_config(args.dataset, model=args.model, epochs=args.epochs, batch_size=args.batch_size,
                           optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
                           schedule=args.schedule, augment=args.augment, seed=args.seed,
