@@ -7,6 +7,9 @@ images adds n, so an attack that stops working on finished samples is charged le
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -127,3 +130,19 @@ def enforce_bound(adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> 
     norms = delta.flatten(1).norm(dim=1)
     factor = torch.where(norms > eps, eps * (1 - 1e-7) / norms.clamp_min(1e-12), torch.ones_like(norms))
     return (x + delta * batch_view(factor, x)).clamp_(0.0, 1.0)
+
+
+def search_constant(initial_const: float, steps: int, n: int, device: torch.device,
+                    stage: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """Per-sample binary search over the trade-off constant c of a penalty attack (Szegedy et al.
+    2014, sec. 4.1; Carlini & Wagner 2017, sec. V): stage(c) minimizes at each sample's c and returns
+    which samples succeeded. A success lowers c toward the largest failure (less distortion may
+    still succeed); a failure raises it, x10 until some success bounds it."""
+    const = torch.full((n,), initial_const, device=device)
+    lower = torch.zeros(n, device=device)
+    upper = torch.full((n,), math.inf, device=device)
+    for _ in range(steps):
+        ok = stage(const)
+        upper = torch.where(ok, torch.minimum(upper, const), upper)
+        lower = torch.where(ok, lower, torch.maximum(lower, const))
+        const = torch.where(torch.isfinite(upper), (lower + upper) / 2, const * 10)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from advlab.attacks.base import Attack, Cost
-from advlab.attacks.common import check_positive_int, is_adversarial, margin
+from advlab.attacks.common import check_positive_int, is_adversarial, margin, search_constant
 from advlab.errors import check_range
 
 
@@ -55,16 +55,10 @@ class CarliniWagnerL2(Attack):
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
                 cost: Cost) -> torch.Tensor:
         n, dev = len(x), x.device
-        const = torch.full((n,), self.initial_const, device=dev)
-        lower = torch.zeros(n, device=dev)
-        upper = torch.full((n,), math.inf, device=dev)
         best_l2 = torch.full((n,), math.inf, device=dev)
         best_adv = x.clone()
-        for _ in range(self.binary_search_steps):
-            stage_success = self._search_step(model, x, y, target, const, best_l2, best_adv, cost)
-            upper = torch.where(stage_success, torch.minimum(upper, const), upper)
-            lower = torch.where(stage_success, lower, torch.maximum(lower, const))
-            const = torch.where(torch.isfinite(upper), (lower + upper) / 2, const * 10)
+        search_constant(self.initial_const, self.binary_search_steps, n, dev,
+                        lambda const: self._search_step(model, x, y, target, const, best_l2, best_adv, cost))
         return best_adv
 
     def _search_step(self, model, x, y, target, const, best_l2, best_adv, cost) -> torch.Tensor:

@@ -20,7 +20,7 @@ from scipy.optimize import Bounds, minimize
 from torch import nn
 
 from advlab.attacks.base import Attack, Cost
-from advlab.attacks.common import check_positive_int, is_adversarial
+from advlab.attacks.common import check_positive_int, is_adversarial, search_constant
 from advlab.errors import check_range
 
 
@@ -44,12 +44,10 @@ class LBFGS(Attack):
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
                 cost: Cost) -> torch.Tensor:
         n, dev = len(x), x.device
-        const = torch.full((n,), self.initial_const, device=dev)
-        lower = torch.zeros(n, device=dev)
-        upper = torch.full((n,), math.inf, device=dev)
         best_l2 = torch.full((n,), math.inf, device=dev)
         best_adv = x.clone()
-        for _ in range(self.binary_search_steps):
+
+        def stage(const: torch.Tensor) -> torch.Tensor:
             adv = self._minimize(model, x, y, target, const, cost)
             with torch.no_grad():
                 ok = is_adversarial(model(adv), y, target)
@@ -58,10 +56,9 @@ class LBFGS(Attack):
             better = ok & (l2 < best_l2)
             best_l2[better] = l2[better]
             best_adv[better] = adv[better]
-            # Success: a smaller constant may still succeed with less distortion; failure: raise it.
-            upper = torch.where(ok, torch.minimum(upper, const), upper)
-            lower = torch.where(ok, lower, torch.maximum(lower, const))
-            const = torch.where(torch.isfinite(upper), (lower + upper) / 2, const * 10)
+            return ok
+
+        search_constant(self.initial_const, self.binary_search_steps, n, dev, stage)
         return best_adv
 
     def _minimize(self, model, x, y, target, const, cost) -> torch.Tensor:
