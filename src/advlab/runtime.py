@@ -35,6 +35,23 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+class DeviceGenerator:
+    """A torch.Generator seeded once and created lazily on the device of the tensors it serves.
+
+    Training losses that draw noise (random starts, Gaussian augmentation) use one, so a run is
+    reproducible while every batch still gets fresh draws.
+    """
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self._generator: torch.Generator | None = None
+
+    def on(self, device: torch.device) -> torch.Generator:
+        if self._generator is None or self._generator.device != device:
+            self._generator = torch.Generator(device=device).manual_seed(self.seed)
+        return self._generator
+
+
 def cache_dir() -> Path:
     """Per-user cache folder (ADVLAB_CACHE, else XDG_CACHE_HOME/advlab, else ~/.cache/advlab)."""
     if os.environ.get("ADVLAB_CACHE"):

@@ -16,6 +16,7 @@ from advlab.cli.common import (
     check_model_fits,
     dataset_split,
     device_from,
+    float_list,
     positive_int,
     resolve_model,
 )
@@ -28,16 +29,6 @@ from advlab.training.cache import cached_checkpoint_path
 
 DEMO_ORDER = 70
 DEFAULT_BUDGETS = {"linf": "0.05,0.1,0.2,0.3", "l2": "1,2,3,4"}
-
-
-def float_list(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if not values or any(v < 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected non-negative numbers, got {text!r}")
-    return values
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -61,18 +61,29 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     add_progress_arg(parser)
 
 
-def training_config(args: argparse.Namespace, **fields) -> TrainConfig:
-    """The data set's default recipe with the command line's overrides (and fields such as recipe)."""
+def training_config(args: argparse.Namespace, defaults: dict | None = None, **fields) -> TrainConfig:
+    """The data set's default recipe, then `defaults` (a defense's own, e.g. more epochs), then the
+    command line's overrides, and fields such as recipe."""
     if args.model:
         architecture(args.model)
     if args.checkpoint and not args.checkpoint.endswith(".safetensors"):
         raise AdvlabError(f"--checkpoint must end in .safetensors, got {args.checkpoint}")
     if args.width is not None:
         fields.setdefault("model_extra", {})["width"] = args.width
-    return default_config(args.dataset, model=args.model, epochs=args.epochs, batch_size=args.batch_size,
-                          optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
-                          schedule=args.schedule, augment=args.augment, seed=args.seed,
-                          train_subset=args.train_subset, **fields)
+    given = {"model": args.model, "epochs": args.epochs, "batch_size": args.batch_size, "optimizer": args.optimizer,
+             "lr": args.lr, "weight_decay": args.weight_decay, "schedule": args.schedule, "augment": args.augment}
+    chosen = {k: (v if v is not None else (defaults or {}).get(k)) for k, v in given.items()}
+    return default_config(args.dataset, seed=args.seed, train_subset=args.train_subset, **chosen, **fields)
+
+
+def float_list(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values or any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected non-negative numbers, got {text!r}")
+    return values
 
 
 def positive_int(text: str) -> int:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advlab.errors import AdvlabError, check_range
+from advlab.runtime import DeviceGenerator
 from advlab.training import TrainConfig, default_config, train_model
 
 
@@ -27,16 +28,11 @@ class GaussianNoiseLoss:
     def __init__(self, sigma: float, seed: int = 0) -> None:
         self.sigma = check_range(sigma, "sigma", 0.0, 10.0, lo_open=True)
         self.seed = seed
-        self._generator: torch.Generator | None = None
-
-    def _generator_for(self, device: torch.device) -> torch.Generator:
-        if self._generator is None or self._generator.device != device:
-            self._generator = torch.Generator(device=device).manual_seed(self.seed)
-        return self._generator
+        self._generator = DeviceGenerator(seed)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # empty_like keeps x's memory format (the trainer uses channels-last)
-        noise = torch.empty_like(x).normal_(0.0, self.sigma, generator=self._generator_for(x.device))
+        noise = torch.empty_like(x).normal_(0.0, self.sigma, generator=self._generator.on(x.device))
         logits = model(x + noise)
         return F.cross_entropy(logits, y), logits
 

@@ -1,0 +1,123 @@
+"""Adversarial training recipes, each a ``batch_loss`` for :func:`advlab.training.fit`.
+
+- Adversarial data augmentation (Goodfellow, Shlens & Szegedy 2015, sec. 6, eq. 6):
+  J~(x, y) = alpha * J(x, y) + (1 - alpha) * J(x + eps * sign(grad_x J(x, y)), y), alpha = 0.5.
+- PGD adversarial training (Madry et al. 2018, eq. 2.1): min over the weights of the expected
+  max over the eps-ball, the inner max approximated by L-inf PGD from a uniform random start.
+- Fast adversarial training (Wong, Rice & Kolter 2020, Algorithm 3): the same saddle point with a
+  single FGSM step of size alpha = 1.25 * eps from a uniform random start.
+
+The inner attack takes input gradients only (the weights' gradients would be wasted work) and
+runs on the unwrapped model, so DistributedDataParallel sees exactly one forward and one backward
+per training step. Pixels stay in [0, 1]; the perturbation respects its bound exactly.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from advlab.attacks.base import Cost
+from advlab.attacks.common import loss_gradient
+from advlab.errors import AdvlabError, check_range
+from advlab.runtime import DeviceGenerator
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside DistributedDataParallel (the attack must not trigger DDP's gradient sync)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def linf_pgd_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int,
+                      step_size: float, random_init: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Cross-entropy ascent inside the L-inf eps-ball around x and the [0, 1] box.
+
+    steps = 1, step_size = eps, random_init = False is FGSM; steps = 1 from a random start with
+    step_size = 1.25 * eps is Wong et al.'s fast step; more steps is Madry et al.'s PGD.
+    """
+    lo, hi = (x - eps).clamp(min=0.0), (x + eps).clamp(max=1.0)
+    adv = x.clone()
+    if random_init:
+        noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        adv = torch.maximum(torch.minimum(x + (2 * noise - 1) * eps, hi), lo)
+    cost = Cost()
+    for _ in range(steps):
+        grad, _, _ = loss_gradient(model, adv, y, None, "ce", cost)
+        adv = torch.maximum(torch.minimum(adv + step_size * grad.sign(), hi), lo)
+    return adv.detach()
+
+
+class FGSMAugmentLoss:
+    """Goodfellow et al.'s adversarial objective: alpha * CE(clean) + (1 - alpha) * CE(FGSM example).
+
+    Clean and adversarial halves go through the model as one batch. The logits returned (and so the
+    training accuracy the trainer reports) are those of the adversarial half.
+    """
+
+    def __init__(self, eps: float, alpha: float = 0.5) -> None:
+        self.eps = check_range(eps, "eps", 0.0, 1.0, lo_open=True)
+        self.alpha = check_range(alpha, "alpha", 0.0, 1.0)
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        adv = linf_pgd_examples(unwrap(model), x, y, self.eps, 1, self.eps, random_init=False)
+        logits = model(torch.cat([x, adv]))
+        clean, adversarial = logits[: len(x)], logits[len(x):]
+        loss = self.alpha * F.cross_entropy(clean, y) + (1 - self.alpha) * F.cross_entropy(adversarial, y)
+        return loss, adversarial
+
+
+class AdversarialTrainingLoss:
+    """Cross-entropy on L-inf PGD examples from a uniform random start (Madry et al. 2018).
+
+    With steps = 1 and step_size = 1.25 * eps this is fast adversarial training (Wong et al. 2020).
+    The returned logits are those of the adversarial examples.
+    """
+
+    def __init__(self, eps: float, steps: int, step_size: float, seed: int = 0) -> None:
+        self.eps = check_range(eps, "eps", 0.0, 1.0, lo_open=True)
+        if int(steps) != steps or steps < 1:
+            raise AdvlabError(f"steps must be a positive integer, got {steps}")
+        self.steps = int(steps)
+        self.step_size = check_range(step_size, "step size", 0.0, 1.0, lo_open=True)
+        self._generator = DeviceGenerator(seed)
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        adv = linf_pgd_examples(unwrap(model), x, y, self.eps, self.steps, self.step_size, random_init=True,
+                                generator=self._generator.on(x.device))
+        logits = model(adv)
+        return F.cross_entropy(logits, y), logits
+
+
+def augment_recipe(eps: float, alpha: float = 0.5) -> dict:
+    """TrainConfig.recipe of adversarial data augmentation (part of the cache key and the metadata)."""
+    return {"method": "augment", "eps": check_range(eps, "eps", 0.0, 1.0, lo_open=True),
+            "alpha": check_range(alpha, "alpha", 0.0, 1.0)}
+
+
+def pgd_recipe(eps: float, steps: int = 10, step_size: float | None = None) -> dict:
+    """Madry et al.'s recipe; step_size defaults to 2.5 * eps / steps (enough to cross the ball)."""
+    eps = check_range(eps, "eps", 0.0, 1.0, lo_open=True)
+    if int(steps) != steps or steps < 1:
+        raise AdvlabError(f"--steps must be a positive integer, got {steps}")
+    step = 2.5 * eps / steps if step_size is None else check_range(step_size, "step size", 0.0, 1.0, lo_open=True)
+    return {"method": "pgd", "eps": eps, "steps": int(steps), "step_size": step}
+
+
+def fast_recipe(eps: float, step_size: float | None = None) -> dict:
+    """Wong et al.'s recipe; step_size defaults to 1.25 * eps (their alpha)."""
+    eps = check_range(eps, "eps", 0.0, 1.0, lo_open=True)
+    step = 1.25 * eps if step_size is None else check_range(step_size, "step size", 0.0, 1.0, lo_open=True)
+    return {"method": "fast", "eps": eps, "step_size": step}
+
+
+def adversarial_loss(recipe: dict, seed: int = 0):
+    """The batch loss a recipe (augment, pgd or fast) trains with."""
+    method = recipe.get("method")
+    if method == "augment":
+        return FGSMAugmentLoss(recipe["eps"], recipe["alpha"])
+    if method == "pgd":
+        return AdversarialTrainingLoss(recipe["eps"], recipe["steps"], recipe["step_size"], seed)
+    if method == "fast":
+        return AdversarialTrainingLoss(recipe["eps"], 1, recipe["step_size"], seed)
+    raise AdvlabError(f"not an adversarial training recipe: {recipe}")

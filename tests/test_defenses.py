@@ -1,0 +1,128 @@
+"""Defense recipes (augment, distill, pgd, fast): the losses, and each recipe on a tiny budget moving
+the model in the expected direction; advlab defend's recipes, defaults and user errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from advlab.attacks import PGD
+from advlab.cli.main import main
+from advlab.defenses.adversarial import (
+    FGSMAugmentLoss,
+    adversarial_loss,
+    augment_recipe,
+    fast_recipe,
+    linf_pgd_examples,
+    pgd_recipe,
+)
+from advlab.defenses.distillation import DistillationLoss, distill_recipe, distillation_loss, teacher_config
+from advlab.errors import AdvlabError
+from advlab.evaluation.defense import gradient_statistics
+from advlab.models import read_metadata
+from advlab.training import default_config, train_model
+
+# the lenet_mnist fixture's budget: 2 epochs on 6,000 images
+TINY = {"model": "lenet", "epochs": 2, "train_subset": 6000, "lr": 3e-3}
+
+
+@pytest.fixture(scope="module")
+def held_out(mnist_test):
+    return mnist_test.tensors(200)
+
+
+def pgd_accuracy(model, x, y, eps: float) -> float:
+    return PGD(eps=eps, steps=10, seed=0)(model, x, y).robust_accuracy
+
+
+def test_adversarial_examples_respect_the_ball_and_the_box(lenet_mnist, mnist_batch):
+    model, _, _ = lenet_mnist
+    x, y = mnist_batch
+    model.zero_grad(set_to_none=True)
+    for steps, step, random_init in [(1, 0.2, False), (1, 0.25, True), (5, 0.05, True)]:
+        adv = linf_pgd_examples(model, x, y, 0.2, steps, step, random_init, torch.Generator().manual_seed(0))
+        assert (adv - x).abs().max() <= 0.2 + 1e-6
+        assert adv.min() >= 0 and adv.max() <= 1
+    assert not any(p.grad is not None for p in model.parameters())  # input gradients only
+
+
+def test_fgsm_augmentation_is_the_papers_mixture(lenet_mnist, mnist_batch):
+    model, _, _ = lenet_mnist
+    x, y = mnist_batch
+    fgsm = linf_pgd_examples(model, x, y, 0.1, 1, 0.1, random_init=False)
+    with torch.no_grad():
+        clean_loss, adv_loss = F.cross_entropy(model(x), y), F.cross_entropy(model(fgsm), y)
+        mixed, logits = FGSMAugmentLoss(0.1, alpha=0.3)(model, x, y)
+    assert torch.allclose(mixed, 0.3 * clean_loss + 0.7 * adv_loss, atol=1e-5)
+    assert torch.allclose(logits, model(fgsm), atol=1e-5)  # the reported accuracy is on the FGSM half
+
+
+@pytest.mark.parametrize("recipe", [augment_recipe(0.15), pgd_recipe(0.15, steps=5), fast_recipe(0.15)],
+                         ids=["augment", "pgd", "fast"])
+def test_adversarial_recipes_beat_the_standard_model_under_pgd(recipe, lenet_mnist, held_out):
+    standard, standard_meta, _ = lenet_mnist
+    config = default_config("mnist", **TINY, recipe=recipe)
+    model, meta, _, _ = train_model(config, torch.device("cpu"), batch_loss=adversarial_loss(recipe), progress=False)
+    x, y = held_out
+    assert meta["recipe"] == recipe
+    assert meta["test_accuracy"] > 0.7
+    assert pgd_accuracy(model, x, y, 0.15) > pgd_accuracy(standard, x, y, 0.15) + 0.1
+
+
+def test_distillation_saturates_the_softmax_but_not_the_logit_margin(lenet_mnist, held_out):
+    standard, _, _ = lenet_mnist
+    config = default_config("mnist", **TINY, recipe=distill_recipe(20.0))
+    teacher_cfg = teacher_config(config)
+    assert teacher_cfg.recipe == {"method": "distill-teacher", "temperature": 20.0}
+    loss = distillation_loss(config, torch.device("cpu"), progress=False)
+    student, meta, _, _ = train_model(config, torch.device("cpu"), batch_loss=loss, progress=False)
+    x, y = held_out
+    assert meta["test_accuracy"] > 0.8
+    # trained at T, deployed at T = 1: the cross-entropy's input gradient vanishes on most samples
+    assert gradient_statistics(student, x, y)["zero_gradient"] > 0.5
+    assert gradient_statistics(standard, x, y)["zero_gradient"] < 0.05
+    # so PGD on the cross-entropy stalls, while PGD on the logit margin (Carlini & Wagner) does not
+    ce = PGD(eps=0.2, steps=10, seed=0, random_start=False)(student, x, y).robust_accuracy
+    cw = PGD(eps=0.2, steps=10, seed=0, random_start=False, loss="cw")(student, x, y).robust_accuracy
+    assert ce > cw + 0.3
+
+
+def test_distillation_loss_matches_the_teachers_soft_labels(lenet_mnist, mnist_batch):
+    teacher, _, _ = lenet_mnist
+    x, y = mnist_batch
+    loss, _ = DistillationLoss(teacher, 5.0)(teacher, x, y)
+    with torch.no_grad():
+        p = F.softmax(teacher(x) / 5.0, 1)
+    entropy = -(p * p.clamp_min(1e-30).log()).sum(1).mean()
+    assert torch.allclose(loss, entropy, atol=1e-4)  # a student equal to its teacher pays the entropy only
+
+
+def test_defend_records_the_recipe_and_the_papers_defaults(tmp_path):
+    path = tmp_path / "fast.safetensors"
+    code = main(["defend", "--method", "fast", "--model", "lenet", "--epochs", "1", "--train-subset", "500",
+                 "--checkpoint", str(path), "--out", str(tmp_path / "run"), "--no-progress"])
+    assert code == 0
+    meta = read_metadata(path)
+    assert meta["recipe"] == {"method": "fast", "eps": 0.3, "step_size": 0.375}
+    # Wong et al.'s MNIST settings where the command line is silent; --epochs wins
+    assert meta["train_config"]["batch_size"] == 100 and meta["train_config"]["lr"] == 5e-3
+    assert meta["train_config"]["epochs"] == 1
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--method", "pgd", "--eps", "2"], "eps"),
+    (["--method", "pgd", "--steps", "0"], "steps"),
+    (["--method", "distill", "--temperature", "0"], "temperature"),
+    (["--method", "augment", "--alpha", "1.5"], "alpha"),
+])
+def test_defend_rejects_bad_settings_in_one_line(argv, needle, tmp_path, capsys):
+    assert main(["defend", *argv, "--model", "lenet", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and "\n" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_adversarial_loss_refuses_other_recipes():
+    with pytest.raises(AdvlabError):
+        adversarial_loss({"method": "noise", "sigma": 0.25})
