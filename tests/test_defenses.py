@@ -47,6 +47,21 @@ def test_adversarial_examples_respect_the_ball_and_the_box(lenet_mnist, mnist_ba
     assert not any(p.grad is not None for p in model.parameters())  # input gradients only
 
 
+def test_fast_examples_keep_their_random_start_on_saturated_pixels(lenet_mnist):
+    """On a black image, a box-clipped start puts every pixel of the fast example on a corner of the
+    ball (0 or eps) wherever the gradient is not zero, which is plain FGSM; Wong et al.'s unclipped start leaves a share in between."""
+    model, _, _ = lenet_mnist
+    x, y = torch.zeros(32, 1, 28, 28), torch.zeros(32, dtype=torch.long)
+
+    def between(box_start: bool) -> float:
+        adv = linf_pgd_examples(model, x, y, 0.3, 1, 0.375, True, torch.Generator().manual_seed(0), box_start)
+        assert adv.min() >= 0 and adv.max() <= 0.3 + 1e-6
+        return ((adv > 1e-6) & (adv < 0.3 - 1e-6)).float().mean().item()
+
+    assert between(box_start=True) < 0.01  # only where the gradient is exactly zero
+    assert between(box_start=False) > 0.05
+
+
 def test_fgsm_augmentation_is_the_papers_mixture(lenet_mnist, mnist_batch):
     model, _, _ = lenet_mnist
     x, y = mnist_batch
@@ -72,13 +87,13 @@ def test_adversarial_recipes_beat_the_standard_model_under_pgd(recipe, lenet_mni
 
 def test_distillation_saturates_the_softmax_but_not_the_logit_margin(lenet_mnist, held_out):
     standard, _, _ = lenet_mnist
-    config = default_config("mnist", **TINY, recipe=distill_recipe(20.0))
+    config = default_config("mnist", **TINY, recipe=distill_recipe(100.0))
     teacher_cfg = teacher_config(config)
-    assert teacher_cfg.recipe == {"method": "distill-teacher", "temperature": 20.0}
+    assert teacher_cfg.recipe == {"method": "distill-teacher", "temperature": 100.0}
     loss = distillation_loss(config, torch.device("cpu"), progress=False)
     student, meta, _, _ = train_model(config, torch.device("cpu"), batch_loss=loss, progress=False)
     x, y = held_out
-    assert meta["test_accuracy"] > 0.8
+    assert meta["test_accuracy"] > 0.6
     # trained at T, deployed at T = 1: the cross-entropy's input gradient vanishes on most samples
     assert gradient_statistics(student, x, y)["zero_gradient"] > 0.5
     assert gradient_statistics(standard, x, y)["zero_gradient"] < 0.05
@@ -104,7 +119,7 @@ def test_defend_records_the_recipe_and_the_papers_defaults(tmp_path):
                  "--checkpoint", str(path), "--out", str(tmp_path / "run"), "--no-progress"])
     assert code == 0
     meta = read_metadata(path)
-    assert meta["recipe"] == {"method": "fast", "eps": 0.3, "step_size": 0.375}
+    assert meta["recipe"] == {"method": "fast", "eps": 0.3, "step_size": 0.375, "box_start": False}
     # Wong et al.'s MNIST settings where the command line is silent; --epochs wins
     assert meta["train_config"]["batch_size"] == 100 and meta["train_config"]["lr"] == 5e-3
     assert meta["train_config"]["epochs"] == 1

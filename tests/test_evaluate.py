@@ -162,3 +162,25 @@ def test_evaluate_names_a_missing_checkpoint(tmp_path, capsys):
     code = main(["evaluate", str(tmp_path / "nope.safetensors"), "--out", str(tmp_path / "run"), "--no-progress"])
     assert code == 2
     assert "nope.safetensors" in capsys.readouterr().err
+
+
+def test_demo_section_compares_standard_fast_and_distilled(lenet_mnist, tmp_path, mnist_train, mnist_test):
+    from advlab.cli.demo import DemoContext
+    from advlab.cli.evaluate import DEMO_ORDER, demo_section
+    from advlab.report.run import RunDir
+
+    assert DEMO_ORDER == 45
+    model, meta, _ = lenet_mnist
+    with RunDir(tmp_path / "demo", "demo", {}) as run_dir:
+        ctx = DemoContext(run_dir, model, meta, mnist_train, mnist_test, torch.device("cpu"), quick=True,
+                          progress=False)
+        demo_section(ctx)
+        out = run_dir.commit()
+    defenses = json.loads((out / "metrics.json").read_text())["defenses"]
+    evaluations = defenses["evaluations"]
+    assert list(evaluations) == ["standard", "fast adversarial training", "defensive distillation T=100"]
+    assert defenses["fast_train_config"]["recipe"]["method"] == "fast"
+    assert all(len(e["worst_case"]) == 3 for e in evaluations.values())
+    assert (out / "figures" / "defenses.png").is_file()
+    sections = json.loads((out / "report.json").read_text())["sections"]
+    assert sections[-1]["title"] == "Defenses, evaluated honestly"
