@@ -11,6 +11,7 @@ from advlab.attacks import PGD
 from advlab.cli.main import main
 from advlab.defenses.adversarial import (
     FGSMAugmentLoss,
+    OverfittingGuard,
     adversarial_loss,
     augment_recipe,
     fast_recipe,
@@ -141,3 +142,35 @@ def test_defend_rejects_bad_settings_in_one_line(argv, needle, tmp_path, capsys)
 def test_adversarial_loss_refuses_other_recipes():
     with pytest.raises(AdvlabError):
         adversarial_loss({"method": "noise", "sigma": 0.25})
+
+
+def test_overfitting_guard_restores_the_best_epoch_when_pgd_accuracy_collapses():
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 2))
+    x, y = torch.rand(16, 1, 28, 28), torch.zeros(16, dtype=torch.long)
+    with torch.no_grad():  # robust: the logits ignore the image
+        model[1].weight.zero_()
+        model[1].bias.copy_(torch.tensor([5.0, 0.0]))
+    robust = {k: v.clone() for k, v in model.state_dict().items()}
+    guard = OverfittingGuard(x, y, eps=0.3, steps=5, drop=0.2)
+    record: dict = {}
+    assert not guard(model, 1, record) and record["pgd_check_accuracy"] == 1.0
+    with torch.no_grad():  # collapsed: a steep linear model that PGD flips at once
+        model[1].weight.copy_(torch.randn_like(model[1].weight) * 10)
+        model[1].bias.zero_()
+    record = {}
+    assert guard(model, 2, record)
+    assert record["pgd_check_accuracy"] < 0.5 and "restored epoch 1" in record["stopped"]
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in robust.items())
+
+
+def test_defend_stop_on_overfit_records_the_check_per_epoch(tmp_path, capsys):
+    path = tmp_path / "fast.safetensors"
+    assert main(["defend", "--method", "fast", "--stop-on-overfit", "0.2", "--model", "lenet", "--epochs", "2",
+                 "--train-subset", "500", "--checkpoint", str(path), "--out", str(tmp_path / "run"),
+                 "--no-progress"]) == 0
+    meta = read_metadata(path)
+    assert meta["recipe"]["stop_on_overfit"] == 0.2
+    assert all("pgd_check_accuracy" in epoch for epoch in meta["history"])
+    assert main(["defend", "--method", "augment", "--stop-on-overfit", "0.2", "--model", "lenet",
+                 "--out", str(tmp_path / "run2")]) == 2
+    assert "pgd and fast only" in capsys.readouterr().err

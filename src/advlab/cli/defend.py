@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 
 from advlab.cli.common import add_training_args, dataset_split, device_from, training_config
 from advlab.cli.train import run_training
-from advlab.defenses.adversarial import adversarial_loss, augment_recipe, fast_recipe, pgd_recipe
+from advlab.defenses.adversarial import (
+    adversarial_loss,
+    augment_recipe,
+    fast_recipe,
+    overfitting_guard,
+    pgd_recipe,
+    with_overfitting_guard,
+)
 from advlab.defenses.distillation import distill_recipe, distillation_loss
 from advlab.defenses.noise import GaussianNoiseLoss, noise_recipe
 from advlab.errors import AdvlabError
@@ -58,10 +65,13 @@ METHODS: dict[str, Method] = {
                       "student trained at T, deployed at T = 1", lambda args: distill_recipe(args.temperature),
                       _distill_loss),
     "pgd": Method("PGD adversarial training at --eps with --steps steps (Madry et al. 2018)",
-                  lambda args: pgd_recipe(args.eps, args.steps, args.step_size), _adversarial,
+                  lambda args: with_overfitting_guard(pgd_recipe(args.eps, args.steps, args.step_size),
+                                                      args.stop_on_overfit), _adversarial,
                   mnist_defaults={"epochs": 8}, note=ADVERSARIAL_NOTE),
     "fast": Method("fast adversarial training: one FGSM step from a random start, step 1.25 * eps "
-                   "(Wong et al. 2020)", lambda args: fast_recipe(args.eps, args.step_size), _adversarial,
+                   "(Wong et al. 2020)",
+                   lambda args: with_overfitting_guard(fast_recipe(args.eps, args.step_size), args.stop_on_overfit),
+                   _adversarial,
                    mnist_defaults={"epochs": 10, "lr": 5e-3, "batch_size": 100}, note=ADVERSARIAL_NOTE),
 }
 
@@ -80,6 +90,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=10, help="pgd: attack steps per training batch (default 10)")
     p.add_argument("--step-size", type=float, default=None,
                    help="pgd: default 2.5 * eps / steps; fast: default 1.25 * eps")
+    p.add_argument("--stop-on-overfit", type=float, default=None, metavar="DROP",
+                   help="pgd/fast: after each epoch, PGD-10 accuracy on 512 training images; stop and restore the "
+                   "best epoch once it falls more than DROP (e.g. 0.2) below the best (catastrophic overfitting)")
     p.add_argument("--temperature", type=float, default=100.0, help="distill: softmax temperature T (default 100)")
     p.add_argument("--sigma", type=float, default=None, help="noise: Gaussian noise level on the [0, 1] pixel scale")
     add_training_args(p)
@@ -96,4 +109,8 @@ def run(args: argparse.Namespace) -> int:
     config = defense_config(args)
     distributed.init_distributed(device_from(args))  # before any training (the distillation teacher)
     method = METHODS[args.method]
-    return run_training(args, config, method.batch_loss(config, args), "defend", "Defended training", method.note)
+    if args.stop_on_overfit is not None and args.method not in ("pgd", "fast"):
+        raise AdvlabError("--stop-on-overfit applies to --method pgd and fast only")
+    guard = overfitting_guard(config.recipe, dataset_split(args, "train"))
+    return run_training(args, config, method.batch_loss(config, args), "defend", "Defended training", method.note,
+                        epoch_end=guard)

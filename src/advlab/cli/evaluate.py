@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
+
+import torch
 
 from advlab.cli.common import (
     add_data_args,
@@ -118,10 +121,13 @@ def run(args: argparse.Namespace) -> int:
     with RunDir(args.out, "evaluate", config) as run_dir:
         for i, (spec, model, meta) in enumerate(loaded):
             label = describe(meta)
+            start, cpu = time.perf_counter(), time.process_time()
             ev = evaluate_defense(model, x, y, args.eps, args.steps, args.restarts, args.step_size,
                                   args.blackbox_n, args.blackbox_queries, args.unbounded_n, args.seed,
                                   args.batch_size, device, args.progress)
-            results[spec] = {"label": label, **ev.to_dict()}
+            results[spec] = {"label": label, **ev.to_dict(), "wall_seconds": time.perf_counter() - start,
+                             "cpu_seconds": time.process_time() - cpu, "device": str(device),
+                             "threads": torch.get_num_threads()}
             add_model_section(run_dir, str(i), label, ev)
             print_table(label, ev)
         if len(loaded) > 1:

@@ -4,6 +4,7 @@ from advlab.training.cache import cached_checkpoint_path, config_hash, train_mod
 from advlab.training.trainer import (
     DEFAULTS,
     BatchLoss,
+    EpochEnd,
     TrainConfig,
     cross_entropy_loss,
     default_config,
@@ -11,5 +12,5 @@ from advlab.training.trainer import (
     random_crop_flip,
 )
 
-__all__ = ["DEFAULTS", "BatchLoss", "TrainConfig", "cached_checkpoint_path", "config_hash", "cross_entropy_loss",
-           "default_config", "fit", "random_crop_flip", "train_model"]
+__all__ = ["DEFAULTS", "BatchLoss", "EpochEnd", "TrainConfig", "cached_checkpoint_path", "config_hash",
+           "cross_entropy_loss", "default_config", "fit", "random_crop_flip", "train_model"]

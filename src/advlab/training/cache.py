@@ -17,7 +17,7 @@ from advlab.models import create_model, load_checkpoint, model_args, save_checkp
 from advlab.models.inference import accuracy
 from advlab.runtime import cache_dir, seed_everything
 from advlab.training import distributed
-from advlab.training.trainer import BatchLoss, TrainConfig, cross_entropy_loss, fit
+from advlab.training.trainer import BatchLoss, EpochEnd, TrainConfig, cross_entropy_loss, fit
 
 FitFn = Callable[[nn.Module, ImageDataset, TrainConfig, torch.device, bool], list[dict]]
 TestMetrics = Callable[[nn.Module, ImageDataset, torch.device], dict]
@@ -41,7 +41,8 @@ def train_model(config: TrainConfig, device: torch.device, data_dir: str | Path 
                 batch_loss: BatchLoss = cross_entropy_loss, progress: bool = True,
                 train_data: ImageDataset | None = None, test_data: ImageDataset | None = None,
                 use_cache: bool = True, fit_fn: FitFn | None = None,
-                test_metrics: TestMetrics | None = None) -> tuple[nn.Module, dict, Path, bool]:
+                test_metrics: TestMetrics | None = None,
+                epoch_end: EpochEnd | None = None) -> tuple[nn.Module, dict, Path, bool]:
     """Train (or fetch from the cache) the model config describes.
 
     Returns (model, metadata, checkpoint path, whether it came from the cache). The metadata holds
@@ -61,7 +62,7 @@ def train_model(config: TrainConfig, device: torch.device, data_dir: str | Path 
     model = create_model(config.model, config.dataset, channels, size, train_data.num_classes, **config.model_extra)
     start = time.perf_counter()
     if fit_fn is None:
-        history = fit(model, train_data, config, device, batch_loss, progress)
+        history = fit(model, train_data, config, device, batch_loss, progress, epoch_end)
     else:
         history = fit_fn(model, train_data, config, device, progress)
     wall = time.perf_counter() - start

@@ -20,6 +20,9 @@ from advlab.errors import AdvlabError, check_range
 from advlab.training import distributed
 
 BatchLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+# called after each epoch with (model, epoch, that epoch's history record); may add to the record,
+# may change the weights (e.g. restore an earlier epoch's); returns True to stop training
+EpochEnd = Callable[[nn.Module, int, dict], bool]
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
@@ -118,7 +121,8 @@ def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, steps: 
 
 
 def fit(model: nn.Module, data: ImageDataset, config: TrainConfig, device: torch.device,
-        batch_loss: BatchLoss = cross_entropy_loss, progress: bool = True) -> list[dict]:
+        batch_loss: BatchLoss = cross_entropy_loss, progress: bool = True,
+        epoch_end: EpochEnd | None = None) -> list[dict]:
     """Train model in place on data; return per-epoch {epoch, loss, accuracy, lr}.
 
     Seeds fix the data order and the augmentation, so two runs of the same config on the same
@@ -171,5 +175,7 @@ def fit(model: nn.Module, data: ImageDataset, config: TrainConfig, device: torch
         if show:
             tqdm.write(f"epoch {epoch}/{config.epochs}: loss {total_loss / seen:.4f}, train accuracy "
                        f"{correct / seen:.4f}")
+        if epoch_end is not None and epoch_end(model, epoch, history[-1]):
+            break
     model.to(memory_format=torch.contiguous_format).eval()
     return history
