@@ -40,9 +40,7 @@ class DistillationLoss:
     """Cross-entropy between the teacher's softmax(z_t / T) and the student's softmax(z_s / T)."""
 
     def __init__(self, teacher: nn.Module, temperature: float) -> None:
-        self.teacher = teacher.eval()
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
+        self.teacher = teacher.eval()  # its soft labels are computed under no_grad: its weights stay untouched
         self.temperature = check_range(temperature, "temperature", 0.0, 1e4, lo_open=True)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
