@@ -50,7 +50,8 @@ def test_adversarial_examples_respect_the_ball_and_the_box(lenet_mnist, mnist_ba
 
 def test_fast_examples_keep_their_random_start_on_saturated_pixels(lenet_mnist):
     """On a black image, a box-clipped start puts every pixel of the fast example on a corner of the
-    ball (0 or eps) wherever the gradient is not zero, which is plain FGSM; Wong et al.'s unclipped start leaves a share in between."""
+    ball (0 or eps) wherever the gradient is not zero, which is plain FGSM; Wong et al.'s unclipped
+    start leaves a share in between."""
     model, _, _ = lenet_mnist
     x, y = torch.zeros(32, 1, 28, 28), torch.zeros(32, dtype=torch.long)
 
