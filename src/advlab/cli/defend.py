@@ -111,6 +111,6 @@ def run(args: argparse.Namespace) -> int:
     method = METHODS[args.method]
     if args.stop_on_overfit is not None and args.method not in ("pgd", "fast"):
         raise AdvlabError("--stop-on-overfit applies to --method pgd and fast only")
-    guard = overfitting_guard(config.recipe, dataset_split(args, "train"))
+    guard = overfitting_guard(config.recipe, dataset_split(args, "train")) if args.stop_on_overfit else None
     return run_training(args, config, method.batch_loss(config, args), "defend", "Defended training", method.note,
                         epoch_end=guard)

@@ -88,10 +88,10 @@ def check_args(args: argparse.Namespace) -> None:
 
 def add_model_section(run_dir: RunDir, key: str, label: str, ev: DefenseEvaluation) -> None:
     r = ev.robust
-    curves = {name: (r.eps, r.accuracy[k]) for k, name in ev.attacks.items()}
-    curves["worst case"] = (r.eps, r.worst_case())
-    eps0 = [0.0, *r.eps] if r.eps[0] > 0 else r.eps
-    curves = {name: (eps0, [r.clean_accuracy, *acc] if r.eps[0] > 0 else acc) for name, (_, acc) in curves.items()}
+    rows = {name: r.accuracy[k] for k, name in ev.attacks.items()} | {"worst case": r.worst_case()}
+    clean_point = r.eps[0] > 0  # start every curve at eps 0 (clean accuracy) unless the list has it
+    eps = [0.0, *r.eps] if clean_point else r.eps
+    curves = {name: (eps, [r.clean_accuracy, *acc] if clean_point else acc) for name, acc in rows.items()}
     fig = robust_curve_figure(curves, run_dir.figure_path(f"evaluate_{key}.png"), "linf",
                               f"{label}: robust accuracy ({r.n} test images)")
     fired = [d for d in ev.diagnostics if d.fired]

@@ -25,8 +25,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from advlab.attacks import FGSM, PGD
+from advlab.attacks.base import Cost
 from advlab.attacks.blackbox.oracle import LocalOracle
 from advlab.attacks.blackbox.square import Square
+from advlab.attacks.common import loss_gradient
 from advlab.evaluation.robust import RobustEvaluation, robust_accuracy
 
 
@@ -125,16 +127,14 @@ def gradient_statistics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batc
     zero = nonfinite = saturated = 0
     norms = []
     for start in range(0, len(x), batch_size):
-        xb = x[start:start + batch_size].to(device).requires_grad_(True)
-        yb = y[start:start + batch_size].to(device)
-        logits = model(xb)
-        (grad,) = torch.autograd.grad(F.cross_entropy(logits, yb, reduction="sum"), xb)
+        xb, yb = x[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
+        grad, logits, _ = loss_gradient(model, xb, yb, None, "ce", Cost())
         flat = grad.flatten(1)
         finite = torch.isfinite(flat).all(1)
         nonfinite += int((~finite).sum())
         zero += int((finite & (flat == 0).all(1)).sum())
-        saturated += int((F.softmax(logits.detach(), 1).amax(1) == 1.0).sum())
-        norms.append(flat.abs().sum(1).detach().cpu())
+        saturated += int((F.softmax(logits, 1).amax(1) == 1.0).sum())
+        norms.append(flat.abs().sum(1).cpu())
     model.train(was_training)
     n = len(x)
     return {"zero_gradient": zero / n, "nonfinite_gradient": nonfinite / n, "saturated_softmax": saturated / n,
