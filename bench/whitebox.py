@@ -240,7 +240,10 @@ def bench_robust_eval(model, x, y, eps_list, libs, rounds, steps=40, alpha=0.01)
     return {"eps": eps_list, "advlab": dict(zip(map(str, ev.eps), ev.accuracy["pgd"], strict=True)),
             "torchattacks": {str(k): v for k, v in outs["torchattacks PGD per eps"].items()},
             "advlab_s": times["advlab robust_accuracy"], "torchattacks_s": times["torchattacks PGD per eps"],
-            "speedup": times["torchattacks PGD per eps"] / times["advlab robust_accuracy"]}
+            "speedup": times["torchattacks PGD per eps"] / times["advlab robust_accuracy"],
+            # forward + backward passes per image: advlab's from its cost counter; torchattacks runs every
+            # step on every image at every eps
+            "advlab_passes": ev.cost["pgd"].backward, "torchattacks_passes": steps * len(x) * len(eps_list)}
 
 
 def bench_deepfool(model, x, y, libs, rounds, n_slow):

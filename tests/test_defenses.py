@@ -10,12 +10,14 @@ import torch.nn.functional as F
 from advlab.attacks import PGD
 from advlab.cli.main import main
 from advlab.defenses.adversarial import (
+    AdversarialTrainingLoss,
     FGSMAugmentLoss,
     OverfittingGuard,
     adversarial_loss,
     augment_recipe,
     fast_recipe,
     linf_pgd_examples,
+    nfgsm_recipe,
     pgd_recipe,
 )
 from advlab.defenses.distillation import DistillationLoss, distill_recipe, distillation_loss, teacher_config
@@ -62,6 +64,43 @@ def test_fast_examples_keep_their_random_start_on_saturated_pixels(lenet_mnist):
 
     assert between(box_start=True) < 0.01  # only where the gradient is exactly zero
     assert between(box_start=False) > 0.05
+
+
+def test_nfgsm_examples_leave_the_ball_but_not_the_box(lenet_mnist, mnist_batch):
+    """N-FGSM: a start of up to 2 eps and one step of eps, with no projection onto the eps-ball."""
+    model, _, _ = lenet_mnist
+    x, y = mnist_batch
+    loss = adversarial_loss(nfgsm_recipe(0.1))
+    assert (loss.init_scale, loss.project, loss.step_size) == (2.0, False, 0.1)
+    adv = linf_pgd_examples(model, x, y, 0.1, 1, 0.1, True, torch.Generator().manual_seed(0), box_start=False,
+                            init_scale=2.0, project=False)
+    gap = (adv - x).abs().max().item()
+    assert 0.1 < gap <= 0.3 + 1e-6
+    assert adv.min() >= 0 and adv.max() <= 1
+
+
+def test_eps_ramp_grows_the_ball_linearly_over_training(lenet_mnist, mnist_batch):
+    model, _, _ = lenet_mnist
+    x, y = mnist_batch
+    recipe = {**fast_recipe(0.2), "eps_ramp_epochs": 1.0}
+    loss = adversarial_loss(recipe, steps_per_epoch=4)
+    assert isinstance(loss, AdversarialTrainingLoss) and loss.ramp_steps == 4
+    seen = []
+    original = linf_pgd_examples.__globals__["linf_pgd_examples"]
+
+    def spy(model, x, y, eps, *args, **kwargs):
+        seen.append(eps)
+        return original(model, x, y, eps, *args, **kwargs)
+
+    linf_pgd_examples.__globals__["linf_pgd_examples"] = spy
+    try:
+        for _ in range(6):
+            loss(model, x, y)
+    finally:
+        linf_pgd_examples.__globals__["linf_pgd_examples"] = original
+    assert seen == pytest.approx([0.05, 0.1, 0.15, 0.2, 0.2, 0.2])
+    with pytest.raises(AdvlabError, match="steps per epoch"):
+        adversarial_loss(recipe)
 
 
 def test_fgsm_augmentation_is_the_papers_mixture(lenet_mnist, mnist_batch):
@@ -127,8 +166,22 @@ def test_defend_records_the_recipe_and_the_papers_defaults(tmp_path):
     assert meta["train_config"]["epochs"] == 1
 
 
+def test_defend_nfgsm_with_eps_ramp_records_both(tmp_path):
+    path = tmp_path / "nfgsm.safetensors"
+    code = main(["defend", "--method", "nfgsm", "--eps-ramp", "0.5", "--model", "small_cnn", "--epochs", "1",
+                 "--train-subset", "500", "--checkpoint", str(path), "--out", str(tmp_path / "run"), "--no-progress"])
+    assert code == 0
+    meta = read_metadata(path)
+    assert meta["recipe"] == {"method": "nfgsm", "eps": 0.3, "step_size": 0.3, "noise": 2.0, "box_start": False,
+                              "eps_ramp_epochs": 0.5}
+    assert meta["architecture"] == "small_cnn"
+
+
 @pytest.mark.parametrize("argv, needle", [
     (["--method", "pgd", "--eps", "2"], "eps"),
+    (["--method", "augment", "--eps-ramp", "2"], "--eps-ramp"),
+    (["--method", "fast", "--eps-ramp", "-1"], "--eps-ramp"),
+    (["--method", "nfgsm", "--noise", "-1"], "--noise"),
     (["--method", "pgd", "--steps", "0"], "steps"),
     (["--method", "distill", "--temperature", "0"], "temperature"),
     (["--method", "augment", "--alpha", "1.5"], "alpha"),
@@ -174,4 +227,4 @@ def test_defend_stop_on_overfit_records_the_check_per_epoch(tmp_path, capsys):
     assert all("pgd_check_accuracy" in epoch for epoch in meta["history"])
     assert main(["defend", "--method", "augment", "--stop-on-overfit", "0.2", "--model", "lenet",
                  "--out", str(tmp_path / "run2")]) == 2
-    assert "pgd and fast only" in capsys.readouterr().err
+    assert "pgd, fast and nfgsm only" in capsys.readouterr().err

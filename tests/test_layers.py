@@ -18,7 +18,7 @@ LAYERS = {
     "evaluation": 6,
     "report": 7,
     "serve": 8,
-    "cli": 9,
+    "cli": 9, "__main__": 10,
 }
 ROOT = Path(advlab.__file__).parent
 

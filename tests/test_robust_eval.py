@@ -78,3 +78,41 @@ def test_robust_accuracy_rejects_bad_arguments(lenet_mnist, data):
         robust_accuracy(model, x, y, {"fgsm": lambda e: FGSM(eps=e)}, [-0.1], progress=False)
     with pytest.raises(AdvlabError):
         minimal_norms(model, x, y, DeepFool(), norm="l3", progress=False)
+
+
+def test_warm_start_across_eps_is_cheaper_and_not_weaker(lenet_mnist, data):
+    """Survivors of a smaller eps start the next eps where it left them (inside the larger ball)."""
+    model, _, _ = lenet_mnist
+    x, y = data
+    eps = [0.05, 0.1, 0.15]
+
+    def pgd(e):
+        return PGD(eps=e, steps=20, step_size=0.01, seed=0, early_stop=True)
+
+    cold = robust_accuracy(model, x, y, {"pgd": pgd}, eps, progress=False, warm_start=False)
+    warm = robust_accuracy(model, x, y, {"pgd": pgd}, eps, progress=False)
+    assert all(w <= c + 1e-9 for w, c in zip(warm.accuracy["pgd"], cold.accuracy["pgd"], strict=True))
+    assert warm.cost["pgd"].backward < cold.cost["pgd"].backward
+    # recheck attacks each eps on its own (no warm start), so its independent figures stay honest
+    rechecked = robust_accuracy(model, x, y, {"pgd": pgd}, eps, progress=False, recheck=True)
+    assert rechecked.accuracy["pgd"] == cold.accuracy["pgd"]
+
+
+def test_pgd_start_point_is_projected_and_used(lenet_mnist, data):
+    model, _, _ = lenet_mnist
+    x, y = data
+    found = PGD(eps=0.2, steps=20, seed=0)(model, x, y)
+    assert found.success.any()
+    # starting on adversarial points, early-stopping PGD needs one pass per sample to confirm them
+    again = PGD(eps=0.2, steps=20, early_stop=True)(model, x, y, start=found.adv)
+    assert bool(again.success[found.success].all())
+    attacked = int(found.clean_correct.sum())
+    assert again.cost.backward < 20 * attacked
+    # a start far outside the ball is projected onto it (and the box) first
+    far = PGD(eps=0.05, steps=1, step_size=1e-6)(model, x, y, start=torch.ones_like(x))
+    assert float((far.adv - x).abs().max()) <= 0.05 + 1e-6
+    assert float(far.adv.min()) >= 0.0 and float(far.adv.max()) <= 1.0
+    with pytest.raises(AdvlabError, match="start point"):
+        FGSM(eps=0.1)(model, x, y, start=x)
+    with pytest.raises(AdvlabError, match="must match"):
+        PGD(eps=0.1)(model, x, y, start=x[:2])

@@ -145,7 +145,15 @@ class Attack:
     name = "attack"
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                 target: torch.Tensor | int | None = None) -> AttackResult:
+                 target: torch.Tensor | int | None = None, start: torch.Tensor | None = None,
+                 clean_logits: torch.Tensor | None = None) -> AttackResult:
+        """Attack the batch x (labels y; target classes for a targeted attack).
+
+        start: a point per sample to start from instead of the attack's own start (attacks with
+        ``accepts_start``; e.g. the adversarial examples found at a smaller eps, which lie in the larger
+        ball); it is projected onto this attack's ball and the box first. clean_logits: the model's
+        logits on x when the caller already has them (saves one forward pass over the batch).
+        """
         check_images(x)
         check_labels(y, x.shape[0])
         y = y.to(x.device)
@@ -154,16 +162,26 @@ class Attack:
                 target = torch.full_like(y, target)
             check_labels(target, x.shape[0], name="target classes")
             target = target.to(x.device)
+        if start is not None:
+            if not self.accepts_start:
+                raise AdvlabError(f"{type(self).__name__} does not take a start point")
+            if start.shape != x.shape:
+                raise AdvlabError(f"start has shape {tuple(start.shape)}; it must match the images, {tuple(x.shape)}")
+            start = start.to(x.device, x.dtype)
+        if clean_logits is not None and clean_logits.shape[0] != x.shape[0]:
+            raise AdvlabError(f"clean_logits has {clean_logits.shape[0]} rows for {x.shape[0]} images")
         with attack_mode(model):
             cost = Cost()
-            with torch.no_grad():
-                clean_logits = model(x)
+            if clean_logits is None:
+                with torch.no_grad():
+                    clean_logits = model(x)
+            clean_logits = clean_logits.to(x.device)
             warn_if_softmax(clean_logits)
             num_classes = clean_logits.shape[1]
             check_labels(y, x.shape[0], num_classes)
             if target is not None:
                 check_labels(target, x.shape[0], num_classes, name="target classes")
-            adv = self._perturb_unfinished(model, x, y, target, clean_logits.argmax(1), cost).detach()
+            adv = self._perturb_unfinished(model, x, y, target, clean_logits.argmax(1), cost, start).detach()
             with torch.no_grad():
                 adv_pred = model(adv).argmax(1)
         success = adv_pred == target if target is not None else adv_pred != y
@@ -174,17 +192,27 @@ class Attack:
     #: unchanged and never attacked: their work would be wasted and their norm is 0.
     skip_finished = True
 
+    #: Whether perturb takes ``start`` (a point per sample to begin from).
+    accepts_start = False
+
     def _perturb_unfinished(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
-                            clean_pred: torch.Tensor, cost: Cost) -> torch.Tensor:
+                            clean_pred: torch.Tensor, cost: Cost, start: torch.Tensor | None = None) -> torch.Tensor:
+        def perturb(rows):
+            t = target if target is None or rows is None else target[rows]
+            if start is None:
+                return self.perturb(model, x if rows is None else x[rows], y if rows is None else y[rows], t, cost)
+            return self.perturb(model, x if rows is None else x[rows], y if rows is None else y[rows], t, cost,
+                                start=start if rows is None else start[rows])
+
         if not self.skip_finished:
-            return self.perturb(model, x, y, target, cost)
+            return perturb(None)
         finished = clean_pred == target if target is not None else clean_pred != y
         if not finished.any():
-            return self.perturb(model, x, y, target, cost)
+            return perturb(None)
         adv = x.clone()
         todo = (~finished).nonzero().squeeze(1)
         if len(todo):
-            adv[todo] = self.perturb(model, x[todo], y[todo], target[todo] if target is not None else None, cost)
+            adv[todo] = perturb(todo)
         return adv
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,

@@ -41,6 +41,7 @@ class PGD(Attack):
     """
 
     name = "pgd"
+    accepts_start = True
 
     def __init__(self, eps: float = 0.3, steps: int = 40, step_size: float | None = None, norm: str = "linf",
                  random_start: bool = True, restarts: int = 1, loss: str = "ce", early_stop: bool = False,
@@ -64,20 +65,26 @@ class PGD(Attack):
         return torch.Generator(device=device).manual_seed(self.seed)
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
-                cost: Cost) -> torch.Tensor:
+                cost: Cost, start: torch.Tensor | None = None) -> torch.Tensor:
+        """start (optional): where the first run begins, projected onto the ball and the box; later
+        restarts begin at random points as usual."""
         generator = self._generator(x.device)
+        if start is not None:
+            start = project(start, x, self.eps, self.norm)
         if self.restarts == 1:
-            adv, _ = self._run(model, x, y, target, cost, generator, evaluate=False)
+            adv, _ = self._run(model, x, y, target, cost, generator, evaluate=False, start=start)
             return enforce_bound(adv, x, self.eps, self.norm)
         best_adv = x.clone()
         best_success = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         best_objective = torch.full((len(x),), -math.inf, device=x.device)
-        for _ in range(self.restarts):
+        for run in range(self.restarts):
             todo = (~best_success).nonzero().squeeze(1)
             if len(todo) == 0:
                 break
             t = target[todo] if target is not None else None
-            adv, (success, objective) = self._run(model, x[todo], y[todo], t, cost, generator, evaluate=True)
+            first = start[todo] if start is not None and run == 0 else None
+            adv, (success, objective) = self._run(model, x[todo], y[todo], t, cost, generator, evaluate=True,
+                                                  start=first)
             better = (success & ~best_success[todo]) | ((success == best_success[todo])
                                                         & (objective > best_objective[todo]))
             keep = todo[better]
@@ -86,10 +93,14 @@ class PGD(Attack):
             best_objective[keep] = objective[better]
         return enforce_bound(best_adv, x, self.eps, self.norm)
 
-    def _run(self, model, x, y, target, cost, generator, evaluate: bool):
-        """One PGD run. With evaluate, also returns (success, objective) of each final iterate."""
+    def _run(self, model, x, y, target, cost, generator, evaluate: bool, start: torch.Tensor | None = None):
+        """One PGD run (from start if given). With evaluate, also returns (success, objective) of each
+        final iterate."""
         alpha, eps, norm = self.step_size, self.eps, self.norm
-        adv = random_start(x, eps, norm, generator) if self.random_start and eps > 0 else x.clone()
+        if start is not None:
+            adv = start.clone()
+        else:
+            adv = random_start(x, eps, norm, generator) if self.random_start and eps > 0 else x.clone()
         if not self.early_stop and norm == "linf":
             # The hot loop: one forward and one backward pass per step, then 3 in-place passes over the
             # batch (sign and step, clip to the precomputed intersection of the ball and the box).

@@ -8,6 +8,7 @@ train longer than a standard model) and the batch loss it trains with.
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -17,8 +18,10 @@ from advlab.defenses.adversarial import (
     adversarial_loss,
     augment_recipe,
     fast_recipe,
+    nfgsm_recipe,
     overfitting_guard,
     pgd_recipe,
+    with_eps_ramp,
     with_overfitting_guard,
 )
 from advlab.defenses.distillation import distill_recipe, distillation_loss
@@ -49,10 +52,20 @@ def _distill_loss(config: TrainConfig, args: argparse.Namespace) -> BatchLoss:
 
 
 def _adversarial(config: TrainConfig, args: argparse.Namespace) -> BatchLoss:
-    return adversarial_loss(config.recipe, config.seed)
+    steps_per_epoch = 0
+    if config.recipe.get("eps_ramp_epochs"):
+        images = config.train_subset or len(dataset_split(args, "train"))
+        steps_per_epoch = math.ceil(images / config.batch_size)
+    return adversarial_loss(config.recipe, config.seed, steps_per_epoch)
+
+
+def _single_step(recipe: Callable[[argparse.Namespace], dict]) -> Callable[[argparse.Namespace], dict]:
+    """A pgd/fast/nfgsm recipe with the options every adversarial-training method shares."""
+    return lambda args: with_overfitting_guard(with_eps_ramp(recipe(args), args.eps_ramp), args.stop_on_overfit)
 
 
 ADVERSARIAL_NOTE = "Training accuracy is measured on the adversarial examples."
+FAST_MNIST = {"epochs": 10, "lr": 5e-3, "batch_size": 100}  # Wong et al.'s MNIST settings
 METHODS: dict[str, Method] = {
     "noise": Method("Gaussian noise augmentation at --sigma, the base model of randomized smoothing "
                     "(Cohen et al. 2019)", _noise_recipe,
@@ -65,14 +78,15 @@ METHODS: dict[str, Method] = {
                       "student trained at T, deployed at T = 1", lambda args: distill_recipe(args.temperature),
                       _distill_loss),
     "pgd": Method("PGD adversarial training at --eps with --steps steps (Madry et al. 2018)",
-                  lambda args: with_overfitting_guard(pgd_recipe(args.eps, args.steps, args.step_size),
-                                                      args.stop_on_overfit), _adversarial,
+                  _single_step(lambda args: pgd_recipe(args.eps, args.steps, args.step_size)), _adversarial,
                   mnist_defaults={"epochs": 8}, note=ADVERSARIAL_NOTE),
     "fast": Method("fast adversarial training: one FGSM step from a random start, step 1.25 * eps "
-                   "(Wong et al. 2020)",
-                   lambda args: with_overfitting_guard(fast_recipe(args.eps, args.step_size), args.stop_on_overfit),
-                   _adversarial,
-                   mnist_defaults={"epochs": 10, "lr": 5e-3, "batch_size": 100}, note=ADVERSARIAL_NOTE),
+                   "(Wong et al. 2020)", _single_step(lambda args: fast_recipe(args.eps, args.step_size)),
+                   _adversarial, mnist_defaults=FAST_MNIST, note=ADVERSARIAL_NOTE),
+    "nfgsm": Method("N-FGSM: one FGSM step of eps from a start of --noise * eps, no projection onto the eps-ball "
+                    "(de Jorge et al. 2022)",
+                    _single_step(lambda args: nfgsm_recipe(args.eps, args.step_size, args.noise)), _adversarial,
+                    mnist_defaults=FAST_MNIST, note=ADVERSARIAL_NOTE),
 }
 
 
@@ -81,7 +95,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("defend", help="train a model with a defense (cached like advlab train)",
                        description=f"Train a classifier with a defense recipe. Methods: {methods}. The checkpoint "
                        "records the recipe; unset training options take the method's and the data set's defaults "
-                       "(on MNIST: pgd 8 epochs; fast 10 epochs, lr 5e-3, batch 100, as Wong et al.). Runs "
+                       "(on MNIST: pgd 8 epochs; fast and nfgsm 10 epochs, lr 5e-3, batch 100, as Wong et al.). Runs "
                        "unchanged under torchrun, like advlab train.")
     p.add_argument("--method", required=True, choices=sorted(METHODS), help="the defense")
     p.add_argument("--eps", type=float, default=0.3, help="augment/pgd/fast: L-inf radius on the [0, 1] scale "
@@ -89,10 +103,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--alpha", type=float, default=0.5, help="augment: weight of the clean loss (default 0.5)")
     p.add_argument("--steps", type=int, default=10, help="pgd: attack steps per training batch (default 10)")
     p.add_argument("--step-size", type=float, default=None,
-                   help="pgd: default 2.5 * eps / steps; fast: default 1.25 * eps")
+                   help="pgd: default 2.5 * eps / steps; fast: default 1.25 * eps; nfgsm: default eps")
+    p.add_argument("--noise", type=float, default=2.0,
+                   help="nfgsm: the random start is uniform in the ball of NOISE * eps (default 2)")
+    p.add_argument("--eps-ramp", type=float, default=None, metavar="EPOCHS",
+                   help="pgd/fast/nfgsm: grow eps (and the step) linearly from 0 over the first EPOCHS epochs")
     p.add_argument("--stop-on-overfit", type=float, default=None, metavar="DROP",
-                   help="pgd/fast: after each epoch, PGD-10 accuracy on 512 training images; stop and restore the "
-                   "best epoch once it falls more than DROP (e.g. 0.2) below the best (catastrophic overfitting)")
+                   help="pgd/fast/nfgsm: after each epoch, PGD-10 accuracy on 512 training images; stop and "
+                   "restore the best epoch once it falls more than DROP (e.g. 0.2) below the best "
+                   "(catastrophic overfitting)")
     p.add_argument("--temperature", type=float, default=100.0, help="distill: softmax temperature T (default 100)")
     p.add_argument("--sigma", type=float, default=None, help="noise: Gaussian noise level on the [0, 1] pixel scale")
     add_training_args(p)
@@ -109,8 +128,10 @@ def run(args: argparse.Namespace) -> int:
     config = defense_config(args)
     distributed.init_distributed(device_from(args))  # before any training (the distillation teacher)
     method = METHODS[args.method]
-    if args.stop_on_overfit is not None and args.method not in ("pgd", "fast"):
-        raise AdvlabError("--stop-on-overfit applies to --method pgd and fast only")
+    if args.stop_on_overfit is not None and args.method not in ("pgd", "fast", "nfgsm"):
+        raise AdvlabError("--stop-on-overfit applies to --method pgd, fast and nfgsm only")
+    if args.eps_ramp is not None and args.method not in ("pgd", "fast", "nfgsm"):
+        raise AdvlabError("--eps-ramp applies to --method pgd, fast and nfgsm only")
     guard = overfitting_guard(config.recipe, dataset_split(args, "train")) if args.stop_on_overfit else None
     return run_training(args, config, method.batch_loss(config, args), "defend", "Defended training", method.note,
                         epoch_end=guard)

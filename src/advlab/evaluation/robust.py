@@ -3,10 +3,13 @@ per-sample norms of minimal-perturbation attacks.
 
 Work is never repeated: samples misclassified to begin with are never attacked, and since the eps
 balls are nested, a sample broken at one eps is broken at every larger one, so each eps only attacks
-the samples that survived the previous (smaller) one. Attacks built with early_stop (PGD) also stop
-working on a sample the moment it is misclassified. Robust accuracy is therefore exactly what
-attacking every sample at every eps would give (or lower, i.e. a stronger evaluation), at a fraction
-of the cost.
+the samples that survived the previous (smaller) one. Attacks that take a start point (PGD) begin a
+survivor at the next eps from the perturbation the previous eps ended with, stretched to the new
+radius (a warm start in the direction of the highest loss found so far; later restarts are random as
+usual). Attacks built with
+early_stop (PGD) also stop working on a sample the moment it is misclassified. Robust accuracy is
+therefore what attacking every sample at every eps would give, or lower (a stronger evaluation), at
+a fraction of the cost.
 """
 
 from __future__ import annotations
@@ -31,15 +34,15 @@ def _batches(x: torch.Tensor, batch_size: int):
         yield slice(start, start + batch_size)
 
 
-def _clean_predictions(model: nn.Module, x: torch.Tensor, device, batch_size: int) -> torch.Tensor:
+def _clean_logits(model: nn.Module, x: torch.Tensor, device, batch_size: int) -> torch.Tensor:
     was_training = model.training
     model.eval()
-    preds = []
+    logits = []
     with torch.no_grad():
         for s in _batches(x, batch_size):
-            preds.append(model(x[s].to(device)).argmax(1).cpu())
+            logits.append(model(x[s].to(device)).cpu())
     model.train(was_training)
-    return torch.cat(preds)
+    return torch.cat(logits)
 
 
 @dataclass
@@ -71,13 +74,16 @@ class RobustEvaluation:
 
 def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: dict[str, AttackFactory],
                     eps: Sequence[float], batch_size: int = 256, device: torch.device | str = "cpu",
-                    progress: bool = True, recheck: bool = False) -> RobustEvaluation:
+                    progress: bool = True, recheck: bool = False, warm_start: bool = True) -> RobustEvaluation:
     """Robust accuracy of `model` on (x, y) for each attack (a factory eps -> Attack) at each eps.
 
     Example: ``robust_accuracy(model, x, y, {"pgd": lambda e: PGD(eps=e, early_stop=True)}, [0, 0.1, 0.3])``.
     eps = 0 is clean accuracy exactly (no attack is run there). recheck also attacks, at each eps,
     the samples broken at a smaller one, to fill ``independent`` (the gradient-masking check that a
     larger eps never gives a higher accuracy); the nested ``accuracy`` is the same either way.
+    warm_start: attacks that accept a start point begin each survivor from the previous eps's final
+    perturbation scaled by eps / previous eps (off under recheck, whose independent figures must come
+    from each eps's attack alone).
     """
     if not attacks:
         raise AdvlabError("give at least one attack")
@@ -85,8 +91,9 @@ def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks:
     if not eps_sorted or eps_sorted[0] < 0:
         raise AdvlabError(f"eps must be a non-empty list of non-negative numbers, got {list(eps)}")
     device = torch.device(device)
-    clean_pred = _clean_predictions(model, x, device, batch_size)
-    correct = clean_pred == y.cpu()
+    clean_logits = _clean_logits(model, x, device, batch_size)
+    correct = clean_logits.argmax(1) == y.cpu()
+    warm_start = warm_start and not recheck
     accuracy: dict[str, list[float]] = {}
     broken: dict[str, torch.Tensor] = {}
     costs: dict[str, Cost] = {}
@@ -95,15 +102,25 @@ def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks:
         broken_at = torch.where(correct, torch.full((len(x),), math.inf), torch.zeros(len(x)))
         cost = Cost()
         row, alone = [], []
+        last, last_eps = None, 0.0  # where the previous eps's attack left each sample (for warm starts)
         bar = tqdm(eps_sorted, desc=f"robust accuracy ({name})", disable=not progress, leave=False)
         for e in bar:
             todo = (correct if recheck else broken_at > e).nonzero().squeeze(1)
             survived = torch.zeros(len(x), dtype=torch.bool)
             if e > 0 and len(todo):
                 attack = factory(e)
+                warm = warm_start and getattr(attack, "accepts_start", False)
+                if warm and last is None:
+                    last = x.clone()
                 for s in _batches(todo, batch_size):
                     idx = todo[s]
-                    result = attack(model, x[idx].to(device), y[idx].to(device))
+                    start = None
+                    if warm and last_eps > 0:  # the previous perturbation, stretched to this radius
+                        start = (x[idx] + (last[idx] - x[idx]) * (e / last_eps)).to(device)
+                    result = attack(model, x[idx].to(device), y[idx].to(device), start=start,
+                                    clean_logits=clean_logits[idx].to(device))
+                    if warm:
+                        last[idx] = result.adv.to(last.device)
                     cost.forward += result.cost.forward
                     cost.backward += result.cost.backward
                     cost.queries += result.cost.queries
@@ -111,6 +128,8 @@ def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks:
                     survived[idx[~hit]] = True
                     newly = idx[hit & (broken_at[idx] > e)]
                     broken_at[newly] = e
+                if warm:
+                    last_eps = e
             else:
                 survived = broken_at > e
             row.append((broken_at > e).float().mean().item())

@@ -22,6 +22,8 @@ class Architecture:
 
 ARCHITECTURES: dict[str, Architecture] = {
     "mnist_cnn": Architecture(classifiers.mnist_cnn, "classifier", "Madry et al. 2018 MNIST CNN (3.3M params)"),
+    "small_cnn": Architecture(classifiers.small_cnn, "classifier",
+                              "Wong et al. 2020 small MNIST CNN, strided convolutions (0.17M params)"),
     "lenet": Architecture(classifiers.lenet, "classifier", "LeNet-style small CNN (44k params)"),
     "mlp": Architecture(classifiers.mlp, "classifier", "fully connected 200-200 (Papernot et al. 2017 substitute)"),
     "linear": Architecture(classifiers.linear, "classifier", "softmax regression"),
