@@ -197,12 +197,11 @@ class Attack:
 
     def _perturb_unfinished(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
                             clean_pred: torch.Tensor, cost: Cost, start: torch.Tensor | None = None) -> torch.Tensor:
-        def perturb(rows):
-            t = target if target is None or rows is None else target[rows]
-            if start is None:
-                return self.perturb(model, x if rows is None else x[rows], y if rows is None else y[rows], t, cost)
-            return self.perturb(model, x if rows is None else x[rows], y if rows is None else y[rows], t, cost,
-                                start=start if rows is None else start[rows])
+        def perturb(rows: torch.Tensor | None) -> torch.Tensor:  # the attack on some rows (None: all)
+            def pick(t):
+                return t if t is None or rows is None else t[rows]
+            extra = {} if start is None else {"start": pick(start)}  # only attacks that accept one get it
+            return self.perturb(model, pick(x), pick(y), pick(target), cost, **extra)
 
         if not self.skip_finished:
             return perturb(None)
