@@ -98,7 +98,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        "(on MNIST: pgd 8 epochs; fast and nfgsm 10 epochs, lr 5e-3, batch 100, as Wong et al.). Runs "
                        "unchanged under torchrun, like advlab train.")
     p.add_argument("--method", required=True, choices=sorted(METHODS), help="the defense")
-    p.add_argument("--eps", type=float, default=0.3, help="augment/pgd/fast: L-inf radius on the [0, 1] scale "
+    p.add_argument("--eps", type=float, default=0.3, help="augment/pgd/fast/nfgsm: L-inf radius on the [0, 1] scale "
                    "(default 0.3)")
     p.add_argument("--alpha", type=float, default=0.5, help="augment: weight of the clean loss (default 0.5)")
     p.add_argument("--steps", type=int, default=10, help="pgd: attack steps per training batch (default 10)")
