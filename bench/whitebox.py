@@ -175,13 +175,15 @@ def bench_pgd_floor(model, x, y, rounds, steps=40, alpha=0.01):
         with attack_mode(model):
             return attack.perturb(model, x, y, None, Cost())
 
-    def floor_plus_verdicts():  # + the clean forward (skip logic) and the final forward (success)
-        with torch.no_grad():
-            model(x)
-        g = floor_passes(model, x, y, steps, 0.3)
-        with torch.no_grad():
-            model(x)
-        return g
+    def plus_verdicts(net):  # the floor + the clean forward (skip logic) and the final forward (success)
+        def run():
+            with torch.no_grad():
+                net(x)
+            g = floor_passes(net, x, y, steps, 0.3)
+            with torch.no_grad():
+                net(x)
+            return g
+        return run
 
     import copy
 
@@ -189,19 +191,11 @@ def bench_pgd_floor(model, x, y, rounds, steps=40, alpha=0.01):
     # fairest floor for them (on this CPU its convolutions run about 15% faster)
     model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
 
-    def floor_cl_plus_verdicts():
-        with torch.no_grad():
-            model_cl(x)
-        g = floor_passes(model_cl, x, y, steps, 0.3)
-        with torch.no_grad():
-            model_cl(x)
-        return g
-
     contenders = {"floor": lambda: floor_passes(model, x, y, steps, 0.3),
                   "floor, channels-last weights": lambda: floor_passes(model_cl, x, y, steps, 0.3),
-                  "floor, channels-last + 2 forwards": floor_cl_plus_verdicts,
+                  "floor, channels-last + 2 forwards": plus_verdicts(model_cl),
                   "floor on clean images": lambda: floor_passes(model, x, y, steps),
-                  "floor + 2 forwards": floor_plus_verdicts,
+                  "floor + 2 forwards": plus_verdicts(model),
                   "advlab PGD-40 call": lambda: attack(model, x, y).adv,
                   "advlab PGD-40 loop only": loop_only}
     times, _ = interleave(contenders, rounds)

@@ -6,10 +6,9 @@ balls are nested, a sample broken at one eps is broken at every larger one, so e
 the samples that survived the previous (smaller) one. Attacks that take a start point (PGD) begin a
 survivor at the next eps from the perturbation the previous eps ended with, stretched to the new
 radius (a warm start in the direction of the highest loss found so far; later restarts are random as
-usual). Attacks built with
-early_stop (PGD) also stop working on a sample the moment it is misclassified. Robust accuracy is
-therefore what attacking every sample at every eps would give, or lower (a stronger evaluation), at
-a fraction of the cost.
+usual). Attacks built with early_stop (PGD) also stop working on a sample the moment it is
+misclassified. Robust accuracy is therefore what attacking every sample at every eps would give, or
+lower (a stronger evaluation), at a fraction of the cost.
 """
 
 from __future__ import annotations
