@@ -1,4 +1,4 @@
-"""Defense recipes (augment, distill, pgd, fast): the losses, and each recipe on a tiny budget moving
+"""Defense recipes (augment, distill, pgd, fast, nfgsm, gradalign): the losses, and each recipe on a tiny budget moving
 the model in the expected direction; advlab defend's recipes, defaults and user errors."""
 
 from __future__ import annotations
@@ -12,10 +12,13 @@ from advlab.cli.main import main
 from advlab.defenses.adversarial import (
     AdversarialTrainingLoss,
     FGSMAugmentLoss,
+    GradAlignLoss,
     OverfittingGuard,
     adversarial_loss,
     augment_recipe,
     fast_recipe,
+    gradalign_recipe,
+    gradient_cosines,
     linf_pgd_examples,
     nfgsm_recipe,
     pgd_recipe,
@@ -114,8 +117,73 @@ def test_fgsm_augmentation_is_the_papers_mixture(lenet_mnist, mnist_batch):
     assert torch.allclose(logits, model(fgsm), atol=1e-5)  # the reported accuracy is on the FGSM half
 
 
-@pytest.mark.parametrize("recipe", [augment_recipe(0.15), pgd_recipe(0.15, steps=5), fast_recipe(0.15)],
-                         ids=["augment", "pgd", "fast"])
+def test_gradalign_trains_on_fgsm_and_penalizes_only_turning_gradients(lenet_mnist, mnist_batch):
+    """Andriushchenko & Flammarion's loss: CE on the FGSM example plus weight * (1 - cos) of the input
+    gradients at x and at x + eta. A two-class linear model's gradient keeps its direction everywhere
+    (it is p_other * (w_other - w_own)), so its penalty is zero; a LeNet's is not."""
+    model, _, _ = lenet_mnist
+    x, y = mnist_batch
+    plain, plain_logits = GradAlignLoss(0.2, weight=0.0, seed=0)(model, x, y)
+    fgsm = linf_pgd_examples(model, x, y, 0.2, 1, 0.2, random_init=False)
+    assert torch.allclose(plain_logits, model(fgsm), atol=1e-5)  # the FGSM half: eps step from x
+    assert torch.allclose(plain, F.cross_entropy(model(fgsm), y), atol=1e-5)
+    aligned, _ = GradAlignLoss(0.2, weight=5.0, seed=0)(model, x, y)
+    assert 0.01 < (aligned - plain).item() <= 10.0
+    model.zero_grad(set_to_none=True)
+    aligned.backward()  # the penalty reaches the weights through the second-order backward
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    model.zero_grad(set_to_none=True)
+
+    torch.manual_seed(0)
+    linear = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 2))
+    y2 = y % 2
+    plain, _ = GradAlignLoss(0.2, weight=0.0, seed=1)(linear, x, y2)
+    aligned, _ = GradAlignLoss(0.2, weight=5.0, seed=1)(linear, x, y2)
+    assert aligned.item() == pytest.approx(plain.item(), abs=1e-4)
+
+
+def test_gradient_cosines_skip_gradients_too_small_to_have_a_direction():
+    """A confident sample's gradient can have nonzero entries whose squares underflow: its norm is 0 in
+    float32 and its cosine would be NaN (which diverged a GradAlign run); such samples are left out."""
+    first, second = torch.randn(4, 1, 5, 5), torch.randn(4, 1, 5, 5)
+    first[1] = 1e-25  # nonzero, norm underflows to 0
+    second[3] = 0.0
+    cos = gradient_cosines(first, second)
+    expected = F.cosine_similarity(first.flatten(1), second.flatten(1))[[0, 2]]
+    assert torch.allclose(cos, expected, atol=1e-6)
+    assert len(gradient_cosines(first[[1]], second[[1]])) == 0
+
+
+def test_gradalign_random_start_and_ramp_stay_in_the_ball_and_the_box(lenet_mnist, mnist_batch):
+    model, _, _ = lenet_mnist
+    x, y = mnist_batch
+    recipe = {**gradalign_recipe(0.2, 1.0, step_size=0.25, random_start=True), "eps_ramp_epochs": 1.0}
+    loss = adversarial_loss(recipe, steps_per_epoch=2)
+    assert isinstance(loss, GradAlignLoss) and loss.random_start and loss.ramp_steps == 2
+    adversarial = []
+    original = model.forward
+
+    def spy(batch):
+        if len(batch) == 2 * len(x):  # the training forward: FGSM half, then the eta half
+            adversarial.append(batch[: len(x)].detach())
+        return original(batch)
+
+    model.forward = spy
+    try:
+        for _ in range(3):
+            loss(model, x, y)
+    finally:
+        del model.forward
+    model.zero_grad(set_to_none=True)
+    for adv, bound in zip(adversarial, (0.1, 0.2, 0.2), strict=True):
+        gap = (adv - x).abs().max().item()
+        assert bound / 2 < gap <= bound + 1e-6
+        assert adv.min() >= 0 and adv.max() <= 1
+
+
+@pytest.mark.parametrize("recipe", [augment_recipe(0.15), pgd_recipe(0.15, steps=5), fast_recipe(0.15),
+                                    gradalign_recipe(0.15, 0.5)],
+                         ids=["augment", "pgd", "fast", "gradalign"])
 def test_adversarial_recipes_beat_the_standard_model_under_pgd(recipe, lenet_mnist, held_out):
     standard, standard_meta, _ = lenet_mnist
     config = default_config("mnist", **TINY, recipe=recipe)
@@ -185,12 +253,26 @@ def test_defend_nfgsm_with_eps_ramp_records_both(tmp_path):
     (["--method", "pgd", "--steps", "0"], "steps"),
     (["--method", "distill", "--temperature", "0"], "temperature"),
     (["--method", "augment", "--alpha", "1.5"], "alpha"),
+    (["--method", "gradalign", "--align-weight", "-1"], "--align-weight"),
+    (["--method", "fast", "--align-weight", "2"], "--align-weight"),
+    (["--method", "pgd", "--random-start"], "--random-start"),
 ])
 def test_defend_rejects_bad_settings_in_one_line(argv, needle, tmp_path, capsys):
     assert main(["defend", *argv, "--model", "lenet", "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and "\n" not in err
     assert not (tmp_path / "run").exists()
+
+
+def test_defend_gradalign_records_the_recipe(tmp_path):
+    path = tmp_path / "gradalign.safetensors"
+    code = main(["defend", "--method", "gradalign", "--align-weight", "2", "--model", "lenet", "--epochs", "1",
+                 "--train-subset", "300", "--checkpoint", str(path), "--out", str(tmp_path / "run"), "--no-progress"])
+    assert code == 0
+    meta = read_metadata(path)
+    assert meta["recipe"] == {"method": "gradalign", "eps": 0.3, "step_size": 0.3, "align_weight": 2.0,
+                              "random_start": False}
+    assert meta["train_config"]["lr"] == 5e-3  # Wong et al.'s MNIST settings, as fast
 
 
 def test_adversarial_loss_refuses_other_recipes():

@@ -42,7 +42,8 @@ def test_two_gloo_processes_follow_the_single_process_trajectory(tmp_path):
 
 def test_defenses_run_unchanged_under_torchrun(tmp_path):
     """Distillation (teacher, then student) is deterministic: equal to one process up to summation
-    order. PGD training draws its random starts per process, so it matches within noise."""
+    order. PGD training draws its random starts per process, so it matches within noise; so does
+    GradAlign, whose penalty's second-order backward goes through DDP's one synchronized backward."""
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
     distill = ["defend", "--method", "distill", "--temperature", "10", *ARGS[1:]]
     single, meta1 = _train(tmp_path, "distill-single", [sys.executable], distill)
@@ -55,3 +56,8 @@ def test_defenses_run_unchanged_under_torchrun(tmp_path):
     _, meta4 = _train(tmp_path, "pgd-ddp", [torchrun, "--standalone", "--nproc_per_node", "2"], pgd)
     assert meta4["recipe"]["method"] == "pgd" and meta4["processes"] == 2
     assert abs(meta3["test_accuracy"] - meta4["test_accuracy"]) < 0.03
+    gradalign = ["defend", "--method", "gradalign", "--eps", "0.1", "--align-weight", "2", *ARGS[1:]]
+    _, meta5 = _train(tmp_path, "gradalign-single", [sys.executable], gradalign)
+    _, meta6 = _train(tmp_path, "gradalign-ddp", [torchrun, "--standalone", "--nproc_per_node", "2"], gradalign)
+    assert meta6["recipe"]["method"] == "gradalign" and meta6["processes"] == 2
+    assert abs(meta5["test_accuracy"] - meta6["test_accuracy"]) < 0.03

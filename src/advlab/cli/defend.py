@@ -18,6 +18,7 @@ from advlab.defenses.adversarial import (
     adversarial_loss,
     augment_recipe,
     fast_recipe,
+    gradalign_recipe,
     nfgsm_recipe,
     overfitting_guard,
     pgd_recipe,
@@ -60,7 +61,7 @@ def _adversarial(config: TrainConfig, args: argparse.Namespace) -> BatchLoss:
 
 
 def _single_step(recipe: Callable[[argparse.Namespace], dict]) -> Callable[[argparse.Namespace], dict]:
-    """A pgd/fast/nfgsm recipe with the options every adversarial-training method shares."""
+    """A pgd/fast/nfgsm/gradalign recipe with the options every adversarial-training method shares."""
     return lambda args: with_overfitting_guard(with_eps_ramp(recipe(args), args.eps_ramp), args.stop_on_overfit)
 
 
@@ -87,7 +88,13 @@ METHODS: dict[str, Method] = {
                     "(de Jorge et al. 2022)",
                     _single_step(lambda args: nfgsm_recipe(args.eps, args.step_size, args.noise)), _adversarial,
                     mnist_defaults=FAST_MNIST, note=ADVERSARIAL_NOTE),
+    "gradalign": Method("FGSM training with the gradient-alignment penalty --align-weight * (1 - cos) between input "
+                        "gradients at x and at a random point of the eps-ball (Andriushchenko & Flammarion 2020)",
+                        _single_step(lambda args: gradalign_recipe(args.eps, args.align_weight, args.step_size,
+                                                                   args.random_start)),
+                        _adversarial, mnist_defaults=FAST_MNIST, note=ADVERSARIAL_NOTE),
 }
+SINGLE_STEP_OPTIONS = ("pgd", "fast", "nfgsm", "gradalign")  # the methods --eps-ramp and --stop-on-overfit apply to
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -95,21 +102,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("defend", help="train a model with a defense (cached like advlab train)",
                        description=f"Train a classifier with a defense recipe. Methods: {methods}. The checkpoint "
                        "records the recipe; unset training options take the method's and the data set's defaults "
-                       "(on MNIST: pgd 8 epochs; fast and nfgsm 10 epochs, lr 5e-3, batch 100, as Wong et al.). Runs "
-                       "unchanged under torchrun, like advlab train.")
+                       "(on MNIST: pgd 8 epochs; fast, nfgsm and gradalign 10 epochs, lr 5e-3, batch 100, as "
+                       "Wong et al.). Runs unchanged under torchrun, like advlab train.")
     p.add_argument("--method", required=True, choices=sorted(METHODS), help="the defense")
-    p.add_argument("--eps", type=float, default=0.3, help="augment/pgd/fast/nfgsm: L-inf radius on the [0, 1] scale "
-                   "(default 0.3)")
+    p.add_argument("--eps", type=float, default=0.3,
+                   help="augment/pgd/fast/nfgsm/gradalign: L-inf radius on the [0, 1] scale (default 0.3)")
     p.add_argument("--alpha", type=float, default=0.5, help="augment: weight of the clean loss (default 0.5)")
     p.add_argument("--steps", type=int, default=10, help="pgd: attack steps per training batch (default 10)")
     p.add_argument("--step-size", type=float, default=None,
-                   help="pgd: default 2.5 * eps / steps; fast: default 1.25 * eps; nfgsm: default eps")
+                   help="pgd: default 2.5 * eps / steps; fast: default 1.25 * eps; nfgsm and gradalign: default eps")
+    p.add_argument("--align-weight", type=float, default=1.0, metavar="LAMBDA",
+                   help="gradalign: weight of the gradient-alignment penalty (default 1.0)")
+    p.add_argument("--random-start", action="store_true",
+                   help="gradalign: take the FGSM step from a uniform random start in the ball (default: from x)")
     p.add_argument("--noise", type=float, default=2.0,
                    help="nfgsm: the random start is uniform in the ball of NOISE * eps (default 2)")
     p.add_argument("--eps-ramp", type=float, default=None, metavar="EPOCHS",
-                   help="pgd/fast/nfgsm: grow eps (and the step) linearly from 0 over the first EPOCHS epochs")
+                   help="pgd/fast/nfgsm/gradalign: grow eps (and the step) linearly from 0 over the first EPOCHS "
+                   "epochs")
     p.add_argument("--stop-on-overfit", type=float, default=None, metavar="DROP",
-                   help="pgd/fast/nfgsm: after each epoch, PGD-10 accuracy on 512 training images; stop and "
+                   help="pgd/fast/nfgsm/gradalign: after each epoch, PGD-10 accuracy on 512 training images; stop and "
                    "restore the best epoch once it falls more than DROP (e.g. 0.2) below the best "
                    "(catastrophic overfitting)")
     p.add_argument("--temperature", type=float, default=100.0, help="distill: softmax temperature T (default 100)")
@@ -128,10 +140,11 @@ def run(args: argparse.Namespace) -> int:
     config = defense_config(args)
     distributed.init_distributed(device_from(args))  # before any training (the distillation teacher)
     method = METHODS[args.method]
-    if args.stop_on_overfit is not None and args.method not in ("pgd", "fast", "nfgsm"):
-        raise AdvlabError("--stop-on-overfit applies to --method pgd, fast and nfgsm only")
-    if args.eps_ramp is not None and args.method not in ("pgd", "fast", "nfgsm"):
-        raise AdvlabError("--eps-ramp applies to --method pgd, fast and nfgsm only")
+    for flag, value in (("--stop-on-overfit", args.stop_on_overfit), ("--eps-ramp", args.eps_ramp)):
+        if value is not None and args.method not in SINGLE_STEP_OPTIONS:
+            raise AdvlabError(f"{flag} applies to --method {', '.join(SINGLE_STEP_OPTIONS)} only")
+    if args.method != "gradalign" and (args.random_start or args.align_weight != 1.0):
+        raise AdvlabError("--align-weight and --random-start apply to --method gradalign only")
     guard = overfitting_guard(config.recipe, dataset_split(args, "train")) if args.stop_on_overfit else None
     return run_training(args, config, method.batch_loss(config, args), "defend", "Defended training", method.note,
                         epoch_end=guard)

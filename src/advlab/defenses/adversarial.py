@@ -11,6 +11,10 @@
   training perturbation may reach 3 * eps), which the paper shows keeps single-step training clear of
   catastrophic overfitting on CIFAR-10 and SVHN at no extra cost (on MNIST at eps 0.3 it fails here:
   docs/defenses.md).
+- GradAlign (Andriushchenko & Flammarion 2020, sec. 4, eq. 6): FGSM training plus
+  lambda * E_eta[1 - cos(grad_x l(x), grad_x l(x + eta))], eta uniform in the eps-ball, a penalty on
+  the input gradient turning inside the ball, which is what single-step training's catastrophic
+  overfitting is made of; costs a second-order backward, about 3x FGSM training.
 - eps_ramp (any of the above but augment): eps grows linearly from 0 over the first steps of training,
   the warm-up of interval-bound-propagation training (Gowal et al. 2019) that lets the net learn the
   digits before the full ball.
@@ -128,6 +132,66 @@ class AdversarialTrainingLoss:
         return F.cross_entropy(logits, y), logits
 
 
+def gradient_cosines(first: torch.Tensor, second: torch.Tensor, floor: float = 1e-10) -> torch.Tensor:
+    """Per-sample cosine between two batches of input gradients, over the samples where both gradients
+    have an L2 norm above `floor` (a confidently classified sample's cross-entropy gradient can
+    underflow to a norm of 0 in float32 while a few entries stay nonzero; it carries no direction,
+    and dividing by its norm would give NaN)."""
+    a, b = first.flatten(1), second.flatten(1)
+    norm_a, norm_b = a.norm(dim=1), b.norm(dim=1)
+    keep = (norm_a > floor) & (norm_b > floor)
+    return (a[keep] * b[keep]).sum(1) / (norm_a[keep] * norm_b[keep])
+
+
+class GradAlignLoss:
+    """FGSM training with Andriushchenko & Flammarion's gradient-alignment penalty (GradAlign, eq. 6).
+
+    loss = CE(x + delta_FGSM) + weight * mean_i [1 - cos(g_i, g~_i)], where g is the input gradient
+    at the FGSM step's starting point (x, or its random start) and g~ the one at x + eta, eta uniform
+    in the eps-ball. g comes from the attack and is held fixed; g~ is taken with create_graph, so the
+    penalty's weight gradient is a second-order one (as in the authors' code). Samples where either
+    gradient vanishes carry no direction and are left out of the mean (gradient_cosines).
+
+    The adversarial and the eta points go through the (possibly DDP-wrapped) model as one batch: one
+    synchronized forward, one backward. step_size defaults to eps with a zero start, the paper's
+    "FGSM + GradAlign"; random_start gives FGSM-RS + GradAlign. ramp_steps: as AdversarialTrainingLoss.
+    """
+
+    def __init__(self, eps: float, weight: float, step_size: float | None = None, random_start: bool = False,
+                 seed: int = 0, ramp_steps: int = 0) -> None:
+        self.eps = check_range(eps, "eps", 0.0, 1.0, lo_open=True)
+        self.weight = check_range(weight, "--align-weight", 0.0, 1000.0)
+        self.step_size = self.eps if step_size is None else check_range(step_size, "step size", 0.0, 1.0, lo_open=True)
+        self.random_start = random_start
+        self.ramp_steps = int(ramp_steps)
+        self.calls = 0
+        self._generator = DeviceGenerator(seed)
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.calls += 1
+        scale = min(1.0, self.calls / self.ramp_steps) if self.ramp_steps > 0 else 1.0
+        eps, generator = self.eps * scale, self._generator.on(x.device)
+        start = x
+        if self.random_start:
+            start = x + (2 * torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) - 1) * eps
+        cost = Cost()
+        start_grad, _, _ = loss_gradient(unwrap(model), start, y, None, "ce", cost)
+        lo, hi = (x - eps).clamp(min=0.0), (x + eps).clamp(max=1.0)
+        adv = torch.maximum(torch.minimum(start + self.step_size * scale * start_grad.sign(), hi), lo)
+        eta = (2 * torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) - 1) * eps
+        near = (x + eta).requires_grad_(True)
+        logits = model(torch.cat([adv, near]))
+        adversarial, at_near = logits[: len(x)], logits[len(x):]
+        loss = F.cross_entropy(adversarial, y)
+        if self.weight == 0:
+            return loss, adversarial
+        (near_grad,) = torch.autograd.grad(F.cross_entropy(at_near, y, reduction="sum"), near, create_graph=True)
+        cos = gradient_cosines(start_grad, near_grad)
+        if len(cos):
+            loss = loss + self.weight * (1 - cos).mean()
+        return loss, adversarial
+
+
 class OverfittingGuard:
     """Early stopping against catastrophic overfitting (Wong, Rice & Kolter 2020, sec. 5.3): after
     every epoch, PGD accuracy on a fixed batch of training images; once it falls more than `drop`
@@ -213,8 +277,17 @@ def nfgsm_recipe(eps: float, step_size: float | None = None, noise: float = 2.0)
             "box_start": False}
 
 
+def gradalign_recipe(eps: float, weight: float, step_size: float | None = None, random_start: bool = False) -> dict:
+    """Andriushchenko & Flammarion's FGSM + GradAlign: step_size defaults to eps, from x itself
+    (random_start: from a uniform start in the ball, FGSM-RS + GradAlign)."""
+    eps = check_range(eps, "eps", 0.0, 1.0, lo_open=True)
+    step = eps if step_size is None else check_range(step_size, "step size", 0.0, 1.0, lo_open=True)
+    return {"method": "gradalign", "eps": eps, "step_size": step,
+            "align_weight": check_range(weight, "--align-weight", 0.0, 1000.0), "random_start": bool(random_start)}
+
+
 def adversarial_loss(recipe: dict, seed: int = 0, steps_per_epoch: int = 0):
-    """The batch loss a recipe (augment, pgd, fast or nfgsm) trains with; steps_per_epoch turns the
+    """The batch loss a recipe (augment, pgd, fast, nfgsm or gradalign) trains with; steps_per_epoch turns the
     recipe's eps_ramp_epochs into training steps."""
     method = recipe.get("method")
     ramp = round(recipe.get("eps_ramp_epochs", 0) * steps_per_epoch)
@@ -230,4 +303,7 @@ def adversarial_loss(recipe: dict, seed: int = 0, steps_per_epoch: int = 0):
     if method == "nfgsm":
         return AdversarialTrainingLoss(recipe["eps"], 1, recipe["step_size"], seed, box_start=False,
                                        init_scale=recipe["noise"], project=False, ramp_steps=ramp)
+    if method == "gradalign":
+        return GradAlignLoss(recipe["eps"], recipe["align_weight"], recipe["step_size"], recipe["random_start"], seed,
+                             ramp_steps=ramp)
     raise AdvlabError(f"not an adversarial training recipe: {recipe}")

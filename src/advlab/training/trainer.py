@@ -172,10 +172,14 @@ def fit(model: nn.Module, data: ImageDataset, config: TrainConfig, device: torch
         total_loss, correct, seen = distributed.all_reduce_sum([total_loss, correct, seen], device)
         history.append({"epoch": epoch, "loss": total_loss / seen, "accuracy": correct / seen,
                         "lr": optimizer.param_groups[0]["lr"]})
+        stop = epoch_end is not None and epoch_end(model, epoch, history[-1])
         if show:
+            check = history[-1].get("pgd_check_accuracy")
             tqdm.write(f"epoch {epoch}/{config.epochs}: loss {total_loss / seen:.4f}, train accuracy "
-                       f"{correct / seen:.4f}")
-        if epoch_end is not None and epoch_end(model, epoch, history[-1]):
+                       f"{correct / seen:.4f}" + ("" if check is None else f", PGD check accuracy {check:.4f}"))
+            if "stopped" in history[-1]:
+                tqdm.write(history[-1]["stopped"])
+        if stop:
             break
     model.to(memory_format=torch.contiguous_format).eval()
     return history
