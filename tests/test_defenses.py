@@ -309,4 +309,4 @@ def test_defend_stop_on_overfit_records_the_check_per_epoch(tmp_path, capsys):
     assert all("pgd_check_accuracy" in epoch for epoch in meta["history"])
     assert main(["defend", "--method", "augment", "--stop-on-overfit", "0.2", "--model", "lenet",
                  "--out", str(tmp_path / "run2")]) == 2
-    assert "pgd, fast and nfgsm only" in capsys.readouterr().err
+    assert "pgd, fast, nfgsm and gradalign only" in capsys.readouterr().err

@@ -142,7 +142,8 @@ def run(args: argparse.Namespace) -> int:
     method = METHODS[args.method]
     for flag, value in (("--stop-on-overfit", args.stop_on_overfit), ("--eps-ramp", args.eps_ramp)):
         if value is not None and args.method not in SINGLE_STEP_OPTIONS:
-            raise AdvlabError(f"{flag} applies to --method {', '.join(SINGLE_STEP_OPTIONS)} only")
+            names = ", ".join(SINGLE_STEP_OPTIONS[:-1]) + " and " + SINGLE_STEP_OPTIONS[-1]
+            raise AdvlabError(f"{flag} applies to --method {names} only")
     if args.method != "gradalign" and (args.random_start or args.align_weight != 1.0):
         raise AdvlabError("--align-weight and --random-start apply to --method gradalign only")
     guard = overfitting_guard(config.recipe, dataset_split(args, "train")) if args.stop_on_overfit else None
