@@ -231,6 +231,7 @@ def test_defend_records_the_recipe_and_the_papers_defaults(tmp_path):
     assert meta["recipe"] == {"method": "fast", "eps": 0.3, "step_size": 0.375, "box_start": False}
     # Wong et al.'s MNIST settings where the command line is silent; --epochs wins
     assert meta["train_config"]["batch_size"] == 100 and meta["train_config"]["lr"] == 5e-3
+    assert meta["train_config"]["schedule"] == "onecycle"
     assert meta["train_config"]["epochs"] == 1
 
 

@@ -46,3 +46,23 @@ def test_crop_flip_keeps_shape_range_and_content():
 def test_bad_training_configs_are_user_errors(override, message):
     with pytest.raises(AdvlabError, match=message):
         default_config("mnist", **override)
+
+
+def test_cyclic_schedule_is_wong_et_als_triangle():
+    """Linear from 0 to the peak at 40% of the steps and back to 0; Adam's momentum untouched (onecycle
+    peaks at 25% and cycles beta1, which made fast adversarial training overfit catastrophically)."""
+    from advlab.training.trainer import make_schedule
+
+    weights = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.Adam(weights.parameters(), lr=5e-3)
+    schedule = make_schedule(optimizer, default_config("mnist", schedule="cyclic", lr=5e-3), 100)
+    rates = []
+    for _ in range(100):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert max(rates) == pytest.approx(5e-3) and rates.index(max(rates)) == 39
+    assert rates[0] == pytest.approx(5e-3 / 40) and rates[-1] == 0.0
+    assert all(a < b for a, b in zip(rates[:39], rates[1:40], strict=True))
+    assert all(a > b for a, b in zip(rates[39:-1], rates[40:], strict=True))
+    assert optimizer.param_groups[0]["betas"] == (0.9, 0.999)

@@ -13,6 +13,7 @@ from advlab.errors import AdvlabError
 from advlab.models import architecture, load_checkpoint
 from advlab.runtime import resolve_device
 from advlab.training import TrainConfig, default_config, train_model
+from advlab.training.trainer import SCHEDULES
 
 
 def add_data_args(parser: argparse.ArgumentParser, dataset: str | None = "mnist") -> None:
@@ -49,7 +50,9 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--optimizer", choices=("sgd", "adam"))
     parser.add_argument("--lr", type=float)
     parser.add_argument("--weight-decay", type=float)
-    parser.add_argument("--schedule", choices=("onecycle", "cosine", "step", "constant"))
+    parser.add_argument("--schedule", choices=SCHEDULES,
+                        help="learning-rate schedule (default onecycle: peak at 25%%, Adam's beta1 cycled; cyclic: "
+                        "Wong et al.'s triangle, peak at 40%%)")
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                         help="random crop and flip (default: on for color data sets)")
     parser.add_argument("--seed", type=int, default=0)
