@@ -179,12 +179,13 @@ def fit(model: nn.Module, data: ImageDataset, config: TrainConfig, device: torch
         history.append({"epoch": epoch, "loss": total_loss / seen, "accuracy": correct / seen,
                         "lr": optimizer.param_groups[0]["lr"]})
         stop = epoch_end is not None and epoch_end(model, epoch, history[-1])
-        if show:
-            check = history[-1].get("pgd_check_accuracy")
+        if show:  # with whatever the epoch_end hook added to the record (e.g. an overfitting check)
+            added = {k: v for k, v in history[-1].items() if k not in ("epoch", "loss", "accuracy", "lr")}
+            numbers = "".join(f", {k.replace('_', ' ')} {v:.4f}" for k, v in added.items() if isinstance(v, float))
             tqdm.write(f"epoch {epoch}/{config.epochs}: loss {total_loss / seen:.4f}, train accuracy "
-                       f"{correct / seen:.4f}" + ("" if check is None else f", PGD check accuracy {check:.4f}"))
-            if "stopped" in history[-1]:
-                tqdm.write(history[-1]["stopped"])
+                       f"{correct / seen:.4f}{numbers}")
+            for text in (v for v in added.values() if isinstance(v, str)):
+                tqdm.write(text)
         if stop:
             break
     model.to(memory_format=torch.contiguous_format).eval()
