@@ -98,7 +98,21 @@ class FGSMAugmentLoss:
         return loss, adversarial
 
 
-class AdversarialTrainingLoss:
+class _RampedLoss:
+    """What the single-step and PGD losses share: a seeded generator for their random points, and the
+    linear eps warm-up (ramp_steps > 0 scales eps and the step by min(1, t / ramp_steps) at step t)."""
+
+    def __init__(self, seed: int, ramp_steps: int) -> None:
+        self.ramp_steps = int(ramp_steps)
+        self.calls = 0
+        self._generator = DeviceGenerator(seed)
+
+    def _next_scale(self) -> float:
+        self.calls += 1
+        return min(1.0, self.calls / self.ramp_steps) if self.ramp_steps > 0 else 1.0
+
+
+class AdversarialTrainingLoss(_RampedLoss):
     """Cross-entropy on L-inf PGD examples from a uniform random start (Madry et al. 2018).
 
     With steps = 1 and step_size = 1.25 * eps this is fast adversarial training (Wong et al. 2020);
@@ -118,13 +132,10 @@ class AdversarialTrainingLoss:
         self.box_start = box_start
         self.init_scale = check_range(init_scale, "noise scale", 0.0, 10.0)
         self.project = project
-        self.ramp_steps = int(ramp_steps)
-        self.calls = 0
-        self._generator = DeviceGenerator(seed)
+        super().__init__(seed, ramp_steps)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        self.calls += 1
-        scale = min(1.0, self.calls / self.ramp_steps) if self.ramp_steps > 0 else 1.0
+        scale = self._next_scale()
         adv = linf_pgd_examples(unwrap(model), x, y, self.eps * scale, self.steps, self.step_size * scale,
                                 random_init=True, generator=self._generator.on(x.device), box_start=self.box_start,
                                 init_scale=self.init_scale, project=self.project)
@@ -143,7 +154,7 @@ def gradient_cosines(first: torch.Tensor, second: torch.Tensor, floor: float = 1
     return (a[keep] * b[keep]).sum(1) / (norm_a[keep] * norm_b[keep])
 
 
-class GradAlignLoss:
+class GradAlignLoss(_RampedLoss):
     """FGSM training with Andriushchenko & Flammarion's gradient-alignment penalty (GradAlign, eq. 6).
 
     loss = CE(x + delta_FGSM) + weight * mean_i [1 - cos(g_i, g~_i)], where g is the input gradient
@@ -163,13 +174,10 @@ class GradAlignLoss:
         self.weight = check_range(weight, "--align-weight", 0.0, 1000.0)
         self.step_size = self.eps if step_size is None else check_range(step_size, "step size", 0.0, 1.0, lo_open=True)
         self.random_start = random_start
-        self.ramp_steps = int(ramp_steps)
-        self.calls = 0
-        self._generator = DeviceGenerator(seed)
+        super().__init__(seed, ramp_steps)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        self.calls += 1
-        scale = min(1.0, self.calls / self.ramp_steps) if self.ramp_steps > 0 else 1.0
+        scale = self._next_scale()
         eps, generator = self.eps * scale, self._generator.on(x.device)
         start = x
         if self.random_start:
