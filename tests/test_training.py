@@ -50,7 +50,7 @@ def test_bad_training_configs_are_user_errors(override, message):
 
 def test_cyclic_schedule_is_wong_et_als_triangle():
     """Linear from 0 to the peak at 40% of the steps and back to 0; Adam's momentum untouched (onecycle
-    peaks at 25% and cycles beta1, which made fast adversarial training overfit catastrophically)."""
+    peaks at 25% and cycles beta1; fast adversarial training is sensitive to both, docs/defenses.md)."""
     from advlab.training.trainer import make_schedule
 
     weights = torch.nn.Linear(2, 2)
