@@ -222,12 +222,17 @@ def test_distillation_loss_matches_the_teachers_soft_labels(lenet_mnist, mnist_b
     assert torch.allclose(loss, entropy, atol=1e-4)  # a student equal to its teacher pays the entropy only
 
 
-def test_defend_records_the_recipe_and_the_papers_defaults(tmp_path):
-    path = tmp_path / "fast.safetensors"
-    code = main(["defend", "--method", "fast", "--model", "lenet", "--epochs", "1", "--train-subset", "500",
-                 "--checkpoint", str(path), "--out", str(tmp_path / "run"), "--no-progress"])
+def defend(tmp_path, *argv: str) -> dict:
+    """Run advlab defend for one short epoch on 500 images; the checkpoint's metadata."""
+    path = tmp_path / "defended.safetensors"
+    code = main(["defend", *argv, "--epochs", "1", "--train-subset", "500", "--checkpoint", str(path),
+                 "--out", str(tmp_path / "run"), "--no-progress"])
     assert code == 0
-    meta = read_metadata(path)
+    return read_metadata(path)
+
+
+def test_defend_records_the_recipe_and_the_papers_defaults(tmp_path):
+    meta = defend(tmp_path, "--method", "fast", "--model", "lenet")
     assert meta["recipe"] == {"method": "fast", "eps": 0.3, "step_size": 0.375, "box_start": False}
     # Wong et al.'s MNIST settings where the command line is silent; --epochs wins
     assert meta["train_config"]["batch_size"] == 100 and meta["train_config"]["lr"] == 5e-3
@@ -236,11 +241,7 @@ def test_defend_records_the_recipe_and_the_papers_defaults(tmp_path):
 
 
 def test_defend_nfgsm_with_eps_ramp_records_both(tmp_path):
-    path = tmp_path / "nfgsm.safetensors"
-    code = main(["defend", "--method", "nfgsm", "--eps-ramp", "0.5", "--model", "small_cnn", "--epochs", "1",
-                 "--train-subset", "500", "--checkpoint", str(path), "--out", str(tmp_path / "run"), "--no-progress"])
-    assert code == 0
-    meta = read_metadata(path)
+    meta = defend(tmp_path, "--method", "nfgsm", "--eps-ramp", "0.5", "--model", "small_cnn")
     assert meta["recipe"] == {"method": "nfgsm", "eps": 0.3, "step_size": 0.3, "noise": 2.0, "box_start": False,
                               "eps_ramp_epochs": 0.5}
     assert meta["architecture"] == "small_cnn"
@@ -266,11 +267,7 @@ def test_defend_rejects_bad_settings_in_one_line(argv, needle, tmp_path, capsys)
 
 
 def test_defend_gradalign_records_the_recipe(tmp_path):
-    path = tmp_path / "gradalign.safetensors"
-    code = main(["defend", "--method", "gradalign", "--align-weight", "2", "--model", "lenet", "--epochs", "1",
-                 "--train-subset", "300", "--checkpoint", str(path), "--out", str(tmp_path / "run"), "--no-progress"])
-    assert code == 0
-    meta = read_metadata(path)
+    meta = defend(tmp_path, "--method", "gradalign", "--align-weight", "2", "--model", "lenet")
     assert meta["recipe"] == {"method": "gradalign", "eps": 0.3, "step_size": 0.3, "align_weight": 2.0,
                               "random_start": False}
     assert meta["train_config"]["lr"] == 5e-3  # Wong et al.'s MNIST settings, as fast
