@@ -7,7 +7,13 @@
 #
 # SWEEP 1 (default): Wong et al.'s fast training on mnist_cnn under 13 settings, and three CIFAR-10
 # models. SWEEP 2: N-FGSM, an eps warm-up and Wong et al.'s small CNN. SWEEP 3: the small CNN with
-# the eps warm-up under 8 more settings. Results: bench/results/gpu_sweep/sweepN.jsonl.
+# the eps warm-up under 8 more settings. SWEEP 4: mnist_cnn under 12 untried fast-training settings
+# (higher learning rates, weight decay, SGD, a larger step, batch 200, more seeds of the cyclic
+# schedule), 3 GradAlign runs long enough to finish, and PGD-2 training as a cheap multi-step
+# reference; its evaluations skip the black-box and unbounded checks, as the CPU figures do, and the
+# three strongest checkpoints come back. SWEEP 5: SGD (the best of sweep 4) under 16 settings on
+# mnist_cnn, evaluated as in sweep 4. SWEEP 6: more seeds of sweep 5's two best SGD recipes, the
+# two combined, and the best on Wong et al.'s small CNN. Results: bench/results/gpu_sweep/sweepN.jsonl.
 #
 # Runs advlab from this checkout's src/ with whatever python3 has torch (no install needed). Every job
 # appends one JSON line to OUT_DIR/summary.jsonl when it ends; the log of each is in OUT_DIR/logs.tgz.
@@ -26,6 +32,7 @@ SMOKE_TRAIN=(); SMOKE_EVAL=()
 if [ "${SMOKE:-0}" = 1 ]; then
     SMOKE_TRAIN=(--train-subset 500); SMOKE_EVAL=(--n 50 --restarts 1 --steps 5 --blackbox-n 5 --blackbox-queries 50 --unbounded-n 10)
 fi
+[ "$SWEEP" -ge 4 ] && SMOKE_EVAL=("${SMOKE_EVAL[@]}" --blackbox-n 0 --unbounded-n 0)
 left() { echo $(( DEADLINE - ($(date +%s) - START) )); }
 
 record() {  # NAME KIND STATUS SECONDS EXTRA_JSON
@@ -124,6 +131,56 @@ elif [ "$SWEEP" = 3 ]; then
     fast_job small_ramp2_lr2e3 "${small[@]}" --lr 2e-3 &
     fast_job small_e20_ramp5 "${small[@]}" --epochs 20 --eps-ramp 5 &
     fast_job small_ramp2_alpha1 "${small[@]}" --step-size 0.3 &
+elif [ "$SWEEP" = 4 ]; then
+    fast=(--method fast --stop-on-overfit 0.2)
+    align=(--method gradalign --random-start --step-size 0.375 --stop-on-overfit 0.2)
+    fast_job fast_lr1e2 "${fast[@]}" --lr 1e-2 &
+    fast_job fast_lr75e4 "${fast[@]}" --lr 7.5e-3 &
+    fast_job fast_lr1e2_ramp2 "${fast[@]}" --lr 1e-2 --eps-ramp 2 &
+    fast_job fast_lr1e2_cyclic_ramp2 "${fast[@]}" --lr 1e-2 --schedule cyclic --eps-ramp 2 &
+    fast_job fast_wd5e4 "${fast[@]}" --weight-decay 5e-4 &
+    fast_job fast_wd5e4_cyclic_ramp2 "${fast[@]}" --weight-decay 5e-4 --schedule cyclic --eps-ramp 2 &
+    fast_job fast_sgd_lr05_cyclic "${fast[@]}" --optimizer sgd --lr 0.05 --schedule cyclic &
+    fast_job fast_sgd_lr1_ramp2 "${fast[@]}" --optimizer sgd --lr 0.1 --eps-ramp 2 &
+    fast_job fast_alpha15 "${fast[@]}" --step-size 0.45 &
+    fast_job fast_b200_lr1e2 "${fast[@]}" --batch-size 200 --lr 1e-2 &
+    fast_job fast_cyclic_ramp2_seed1 "${fast[@]}" --schedule cyclic --eps-ramp 2 --seed 1 &
+    fast_job fast_cyclic_ramp2_seed2 "${fast[@]}" --schedule cyclic --eps-ramp 2 --seed 2 &
+    fast_job gradalign_rs_l1_ramp2 "${align[@]}" --align-weight 1 --eps-ramp 2 &
+    fast_job gradalign_rs_l15_ramp3 "${align[@]}" --align-weight 1.5 --eps-ramp 3 &
+    fast_job gradalign_rs_l1_cyclic_ramp2 "${align[@]}" --align-weight 1 --eps-ramp 2 --schedule cyclic &
+    fast_job pgd2 --method pgd --steps 2 --stop-on-overfit 0.2 &
+elif [ "$SWEEP" = 5 ]; then
+    sgd=(--method fast --stop-on-overfit 0.2 --optimizer sgd --lr 0.05 --schedule cyclic)  # later flags override
+    fast_job sgd_cyclic_seed1 "${sgd[@]}" --seed 1 &
+    fast_job sgd_cyclic_seed2 "${sgd[@]}" --seed 2 &
+    fast_job sgd_cyclic_wd5e4 "${sgd[@]}" --weight-decay 5e-4 &
+    fast_job sgd_cyclic_lr1 "${sgd[@]}" --lr 0.1 &
+    fast_job sgd_cyclic_lr02 "${sgd[@]}" --lr 0.02 &
+    fast_job sgd_cyclic_lr2 "${sgd[@]}" --lr 0.2 &
+    fast_job sgd_cyclic_e20 "${sgd[@]}" --epochs 20 &
+    fast_job sgd_cyclic_e15_ramp3 "${sgd[@]}" --epochs 15 --eps-ramp 3 &
+    fast_job sgd_cyclic_ramp2 "${sgd[@]}" --eps-ramp 2 &
+    fast_job sgd_cyclic_alpha11 "${sgd[@]}" --step-size 0.33 &
+    fast_job sgd_cyclic_b128 "${sgd[@]}" --batch-size 128 &
+    fast_job sgd_onecycle_lr2_ramp2 "${sgd[@]}" --schedule onecycle --lr 0.2 --eps-ramp 2 &
+    fast_job sgd_onecycle_lr1_ramp2_wd5e4 "${sgd[@]}" --schedule onecycle --lr 0.1 --eps-ramp 2 --weight-decay 5e-4 &
+    fast_job adam_cyclic_wd1e3 --method fast --stop-on-overfit 0.2 --weight-decay 1e-3 --schedule cyclic &
+    fast_job gradalign_sgd_cyclic_l1 --method gradalign --stop-on-overfit 0.2 --optimizer sgd --lr 0.05 --schedule cyclic --align-weight 1 &
+    fast_job gradalign_sgd_cyclic_rs_l05_ramp2 --method gradalign --random-start --step-size 0.375 --stop-on-overfit 0.2 --optimizer sgd --lr 0.05 --schedule cyclic --align-weight 0.5 --eps-ramp 2 &
+elif [ "$SWEEP" = 6 ]; then
+    onecycle=(--method fast --stop-on-overfit 0.2 --optimizer sgd --lr 0.1 --eps-ramp 2 --weight-decay 5e-4)
+    cyclic=(--method fast --stop-on-overfit 0.2 --optimizer sgd --lr 0.05 --schedule cyclic --eps-ramp 2)
+    fast_job sgd_onecycle_lr1_ramp2_wd5e4_seed1 "${onecycle[@]}" --seed 1 &
+    fast_job sgd_onecycle_lr1_ramp2_wd5e4_seed2 "${onecycle[@]}" --seed 2 &
+    fast_job sgd_onecycle_lr1_ramp2_wd5e4_seed3 "${onecycle[@]}" --seed 3 &
+    fast_job sgd_cyclic_ramp2_seed1 "${cyclic[@]}" --seed 1 &
+    fast_job sgd_cyclic_ramp2_seed2 "${cyclic[@]}" --seed 2 &
+    fast_job sgd_cyclic_ramp2_wd5e4 "${cyclic[@]}" --weight-decay 5e-4 &
+    fast_job sgd_cyclic_ramp2_wd5e4_seed1 "${cyclic[@]}" --weight-decay 5e-4 --seed 1 &
+    fast_job sgd_cyclic_ramp2_wd5e4_seed2 "${cyclic[@]}" --weight-decay 5e-4 --seed 2 &
+    fast_job small_sgd_onecycle_lr1_ramp2_wd5e4 "${onecycle[@]}" --model small_cnn &
+    fast_job small_sgd_onecycle_lr1_ramp2_wd5e4_seed1 "${onecycle[@]}" --model small_cnn --seed 1 &
 else
     fast_job nfgsm --method nfgsm &
     fast_job nfgsm_seed1 --method nfgsm --seed 1 &
@@ -142,13 +199,13 @@ fi
 wait
 echo "all jobs done in $(( $(date +%s) - START )) s" >>"$OUT/device.txt"
 tar -C "$WORK" -czf "$OUT/logs.tgz" --exclude='*.safetensors' . 2>/dev/null
-# bring back the strongest fast-trained checkpoint and the small CIFAR ones
+# bring back the strongest fast-trained checkpoint (three in sweep 4) and the small CIFAR ones
 python3 - "$OUT/summary.jsonl" "$SWEEP" <<'PY' | while read -r f; do cp "$WORK/$f.safetensors" "$OUT/" 2>/dev/null; done
 import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]
 fast = [r for r in rows if r["kind"] == "fast" and r["status"] == "ok"]
-if fast:
-    print(max(fast, key=lambda r: r["worst"])["name"])
+for row in sorted(fast, key=lambda r: r["worst"], reverse=True)[:3 if int(sys.argv[2]) >= 4 else 1]:
+    print(row["name"])
 if sys.argv[2] == "1":
     print("cifar_cnn_w48"); print("cifar_cnn_w64")
 PY

@@ -15,6 +15,9 @@ def test_small_training_learns_and_is_cached(lenet_mnist):
     model, meta, path = lenet_mnist
     assert meta["test_accuracy"] > 0.85
     assert meta["history"][-1]["loss"] < meta["history"][0]["loss"]
+    # each epoch records the rate its last step used: onecycle's final one is tiny but never negative
+    assert all(0 < epoch["lr"] <= 3e-3 for epoch in meta["history"])
+    assert meta["history"][-1]["lr"] < 3e-3 / 1000
     config = default_config("mnist", model="lenet", epochs=2, train_subset=6000, lr=3e-3)
     again, meta2, path2, cached = train_model(config, CPU, progress=False)
     assert cached and path2 == path and meta2["test_accuracy"] == meta["test_accuracy"]

@@ -52,7 +52,8 @@ def reconstruction_loss(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def fit_autoencoder(model: nn.Module, data: ImageDataset, config: TrainConfig, device: torch.device,
                     progress: bool = True) -> list[dict]:
-    """Train in place; return per-epoch {epoch, loss, mse, lr} (mse: mean squared error per pixel)."""
+    """Train in place; return per-epoch {epoch, loss, mse, lr} (mse: mean squared error per pixel;
+    lr: the rate of the epoch's last step)."""
     config.validate()
     generator = torch.Generator().manual_seed(config.seed)
     if config.train_subset:
@@ -73,6 +74,7 @@ def fit_autoencoder(model: nn.Module, data: ImageDataset, config: TrainConfig, d
             loss = reconstruction_loss(model, x)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            lr = optimizer.param_groups[0]["lr"]  # this step's rate (after the last step, onecycle's dips below 0)
             optimizer.step()
             schedule.step()
             if not math.isfinite(loss.item()):
@@ -80,8 +82,7 @@ def fit_autoencoder(model: nn.Module, data: ImageDataset, config: TrainConfig, d
             total += loss.item() * len(x)
             seen += len(x)
             bar.set_postfix(loss=f"{total / seen:.3f}")
-        history.append({"epoch": epoch, "loss": total / seen, "mse": total / seen / pixels,
-                        "lr": optimizer.param_groups[0]["lr"]})
+        history.append({"epoch": epoch, "loss": total / seen, "mse": total / seen / pixels, "lr": lr})
     return history
 
 

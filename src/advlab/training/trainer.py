@@ -129,7 +129,7 @@ def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, steps: 
 def fit(model: nn.Module, data: ImageDataset, config: TrainConfig, device: torch.device,
         batch_loss: BatchLoss = cross_entropy_loss, progress: bool = True,
         epoch_end: EpochEnd | None = None) -> list[dict]:
-    """Train model in place on data; return per-epoch {epoch, loss, accuracy, lr}.
+    """Train model in place on data; return per-epoch {epoch, loss, accuracy, lr} (lr: its last step's).
 
     Seeds fix the data order and the augmentation, so two runs of the same config on the same
     device give the same weights. Under torchrun each process takes an equal share of every global
@@ -167,6 +167,7 @@ def fit(model: nn.Module, data: ImageDataset, config: TrainConfig, device: torch
             loss, logits = batch_loss(trained, x, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            lr = optimizer.param_groups[0]["lr"]  # this step's rate (after the last step, onecycle's dips below 0)
             optimizer.step()
             schedule.step()
             if not math.isfinite(loss.item()):
@@ -176,8 +177,7 @@ def fit(model: nn.Module, data: ImageDataset, config: TrainConfig, device: torch
             seen += len(y)
             bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.4f}")
         total_loss, correct, seen = distributed.all_reduce_sum([total_loss, correct, seen], device)
-        history.append({"epoch": epoch, "loss": total_loss / seen, "accuracy": correct / seen,
-                        "lr": optimizer.param_groups[0]["lr"]})
+        history.append({"epoch": epoch, "loss": total_loss / seen, "accuracy": correct / seen, "lr": lr})
         stop = epoch_end is not None and epoch_end(model, epoch, history[-1])
         if show:  # with whatever the epoch_end hook added to the record (e.g. an overfitting check)
             added = {k: v for k, v in history[-1].items() if k not in ("epoch", "loss", "accuracy", "lr")}
