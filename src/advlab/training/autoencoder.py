@@ -74,7 +74,7 @@ def fit_autoencoder(model: nn.Module, data: ImageDataset, config: TrainConfig, d
             loss = reconstruction_loss(model, x)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            lr = optimizer.param_groups[0]["lr"]  # this step's rate (after the last step, onecycle's dips below 0)
+            lr = optimizer.param_groups[0]["lr"]  # read before the scheduler steps: past its end, onecycle goes below 0
             optimizer.step()
             schedule.step()
             if not math.isfinite(loss.item()):
