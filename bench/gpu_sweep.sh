@@ -11,14 +11,14 @@
 # (higher learning rates, weight decay, SGD, a larger step, batch 200, more seeds of the cyclic
 # schedule), 3 GradAlign runs long enough to finish, and PGD-2 training as a cheap multi-step
 # reference; its evaluations skip the black-box and unbounded checks, as the CPU figures do, and the
-# three strongest checkpoints come back. SWEEP 5: SGD (the best of sweep 4) under 16 settings on
-# mnist_cnn, evaluated as in sweep 4. SWEEP 6: more seeds of sweep 5's two best SGD recipes, the
+# three strongest checkpoints come back. SWEEP 5: 16 settings on mnist_cnn, mostly SGD (the best of
+# sweep 4), evaluated as in sweep 4 (as is sweep 6). SWEEP 6: more seeds of sweep 5's two best SGD recipes, the
 # two combined, and the best on Wong et al.'s small CNN. Results: bench/results/gpu_sweep/sweepN.jsonl.
 #
 # Runs advlab from this checkout's src/ with whatever python3 has torch (no install needed). Every job
 # appends one JSON line to OUT_DIR/summary.jsonl when it ends; the log of each is in OUT_DIR/logs.tgz.
 # Jobs still running at the deadline are stopped (their line says so).
-# DEVICE (default cuda) and SMOKE=1 (one epoch on 500 images, a 50-image evaluation) check the
+# DEVICE (default cuda) and SMOKE=1 (training on 500 images, a 50-image evaluation) check the
 # script itself on a CPU.
 set -u
 OUT=${1:?OUT_DIR}; DATA=${2:?CIFAR_DATA_DIR}; DEADLINE=${3:-420}; SWEEP=${4:-1}
