@@ -11,9 +11,9 @@
 # (higher learning rates, weight decay, SGD, a larger step, batch 200, more seeds of the cyclic
 # schedule), 3 GradAlign runs long enough to finish, and PGD-2 training as a cheap multi-step
 # reference; its evaluations skip the black-box and unbounded checks, as the CPU figures do, and the
-# three strongest checkpoints come back. SWEEP 5: 16 settings on mnist_cnn, mostly SGD (the best of
-# sweep 4), evaluated as in sweep 4 (as is sweep 6). SWEEP 6: more seeds of sweep 5's two best SGD recipes, the
-# two combined, and the best on Wong et al.'s small CNN. Results: bench/results/gpu_sweep/sweepN.jsonl.
+# three strongest checkpoints come back (so in sweeps 5 and 6). SWEEP 5: 16 settings on mnist_cnn,
+# mostly SGD (the best of sweep 4). SWEEP 6: more seeds of sweep 5's two best SGD recipes, the two
+# combined, and the best on Wong et al.'s small CNN. Results: bench/results/gpu_sweep/sweepN.jsonl.
 #
 # Runs advlab from this checkout's src/ with whatever python3 has torch (no install needed). Every job
 # appends one JSON line to OUT_DIR/summary.jsonl when it ends; the log of each is in OUT_DIR/logs.tgz.
@@ -199,7 +199,7 @@ fi
 wait
 echo "all jobs done in $(( $(date +%s) - START )) s" >>"$OUT/device.txt"
 tar -C "$WORK" -czf "$OUT/logs.tgz" --exclude='*.safetensors' . 2>/dev/null
-# bring back the strongest fast-trained checkpoint (three in sweep 4) and the small CIFAR ones
+# bring back the strongest fast-trained checkpoint (three from sweep 4 on) and the small CIFAR ones
 python3 - "$OUT/summary.jsonl" "$SWEEP" <<'PY' | while read -r f; do cp "$WORK/$f.safetensors" "$OUT/" 2>/dev/null; done
 import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]

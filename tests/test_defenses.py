@@ -257,6 +257,7 @@ def test_defend_nfgsm_with_eps_ramp_records_both(tmp_path):
     (["--method", "augment", "--alpha", "1.5"], "alpha"),
     (["--method", "gradalign", "--align-weight", "-1"], "--align-weight"),
     (["--method", "fast", "--align-weight", "2"], "--align-weight"),
+    (["--method", "fast", "--align-weight", "1"], "--align-weight"),  # even at gradalign's default
     (["--method", "pgd", "--random-start"], "--random-start"),
 ])
 def test_defend_rejects_bad_settings_in_one_line(argv, needle, tmp_path, capsys):

@@ -93,8 +93,9 @@ METHODS: dict[str, Method] = {
                     mnist_defaults=FAST_MNIST, note=ADVERSARIAL_NOTE),
     "gradalign": Method("FGSM training with the gradient-alignment penalty --align-weight * (1 - cos) between input "
                         "gradients at x and at a random point of the eps-ball (Andriushchenko & Flammarion 2020)",
-                        _single_step(lambda args: gradalign_recipe(args.eps, args.align_weight, args.step_size,
-                                                                   args.random_start)),
+                        _single_step(lambda args: gradalign_recipe(
+                            args.eps, 1.0 if args.align_weight is None else args.align_weight, args.step_size,
+                            args.random_start)),
                         _adversarial, mnist_defaults=FAST_MNIST, note=ADVERSARIAL_NOTE),
 }
 SINGLE_STEP_OPTIONS = ("pgd", "fast", "nfgsm", "gradalign")  # the methods --eps-ramp and --stop-on-overfit apply to
@@ -117,7 +118,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=10, help="pgd: attack steps per training batch (default 10)")
     p.add_argument("--step-size", type=float, default=None,
                    help="pgd: default 2.5 * eps / steps; fast: default 1.25 * eps; nfgsm and gradalign: default eps")
-    p.add_argument("--align-weight", type=float, default=1.0, metavar="LAMBDA",
+    p.add_argument("--align-weight", type=float, default=None, metavar="LAMBDA",
                    help="gradalign: weight of the gradient-alignment penalty (default 1.0)")
     p.add_argument("--random-start", action="store_true",
                    help="gradalign: take the FGSM step from a uniform random start in the ball (default: from x)")
@@ -150,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and args.method not in SINGLE_STEP_OPTIONS:
             names = ", ".join(SINGLE_STEP_OPTIONS[:-1]) + " and " + SINGLE_STEP_OPTIONS[-1]
             raise AdvlabError(f"{flag} applies to --method {names} only")
-    if args.method != "gradalign" and (args.random_start or args.align_weight != 1.0):
+    if args.method != "gradalign" and (args.random_start or args.align_weight is not None):
         raise AdvlabError("--align-weight and --random-start apply to --method gradalign only")
     guard = overfitting_guard(config.recipe, dataset_split(args, "train")) if args.stop_on_overfit else None
     return run_training(args, config, method.batch_loss(config, args), "defend", "Defended training", method.note,
