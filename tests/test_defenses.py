@@ -11,6 +11,7 @@ from advlab.attacks import PGD
 from advlab.cli.main import main
 from advlab.defenses.adversarial import (
     AdversarialTrainingLoss,
+    CarriedStart,
     FGSMAugmentLoss,
     GradAlignLoss,
     OverfittingGuard,
@@ -27,7 +28,7 @@ from advlab.defenses.distillation import DistillationLoss, distill_recipe, disti
 from advlab.errors import AdvlabError
 from advlab.evaluation.defense import gradient_statistics
 from advlab.models import read_metadata
-from advlab.training import default_config, train_model
+from advlab.training import default_config, fit, train_model
 
 # the lenet_mnist fixture's budget: 2 epochs on 6,000 images
 TINY = {"model": "lenet", "epochs": 2, "train_subset": 6000, "lr": 3e-3}
@@ -104,6 +105,65 @@ def test_eps_ramp_grows_the_ball_linearly_over_training(lenet_mnist, mnist_batch
     assert seen == pytest.approx([0.05, 0.1, 0.15, 0.2, 0.2, 0.2])
     with pytest.raises(AdvlabError, match="steps per epoch"):
         adversarial_loss(recipe)
+
+
+def test_carried_start_resumes_each_sample_where_its_last_step_ended():
+    """ATTA's start: a sample kept before starts at x + its kept perturbation (projected onto the current
+    ball and the box); a sample never kept starts uniformly in the ball, unclipped (Wong et al.)."""
+    x = torch.rand(6, 1, 4, 4)
+    generator = torch.Generator().manual_seed(0)
+    carried = CarriedStart()
+    first = carried.start(x, torch.arange(6), 0.2, generator)
+    assert (first - x).abs().max() <= 0.2 + 1e-6 and (first - x).abs().min() > 0  # nothing kept yet: random
+    delta = (torch.rand(3, 1, 4, 4) * 2 - 1) * 0.2
+    carried.keep(torch.tensor([4, 1, 2]), delta)
+    assert len(carried.delta) == 5 and carried.seen.tolist() == [False, True, True, False, True]
+    order = [1, 2, 4, 0, 5]
+    start = carried.start(x[order], torch.tensor(order), 0.2, generator)
+    expected = (x[[1, 2, 4]] + delta[[1, 2, 0]].half().float()).clamp(0, 1)
+    assert torch.allclose(start[:3], expected, atol=1e-6)
+    fresh = start[3:] - x[[0, 5]]
+    assert fresh.abs().max() <= 0.2 + 1e-6 and fresh.abs().min() > 0  # unseen: random, not x itself
+    # a smaller ball than the kept perturbation's clips the start onto it
+    small = carried.start(x[[1]], torch.tensor([1]), 0.05, generator)
+    assert (small - x[[1]]).abs().max() <= 0.05 + 1e-6
+
+
+def test_fast_training_with_a_carried_start_takes_each_step_from_the_last_one(lenet_mnist, mnist_batch):
+    model, _, _ = lenet_mnist
+    x, y = mnist_batch
+    loss = adversarial_loss(fast_recipe(0.2, start="carry"))
+    assert loss.takes_index and fast_recipe(0.2)["box_start"] is False and "start" not in fast_recipe(0.2)
+    index = torch.arange(len(x))
+    with pytest.raises(AdvlabError, match="indices"):
+        loss(model, x, y)
+    _, first = loss(model, x, y, index=index)
+    kept = loss.carried.delta.clone()
+    assert kept.float().abs().max() > 0.1 and (kept.float().abs() <= 0.2 + 1e-3).all()
+    start = loss.carried.start(x, index, 0.2, torch.Generator())
+    assert torch.allclose(start, (x + kept.float()).clamp(0, 1), atol=1e-6)
+    loss(model, x, y, index=index)
+    # the next step starts there: inside the ball again, and some pixels step back across it
+    assert (loss.carried.delta.float().abs() <= 0.2 + 1e-3).all()
+    assert (loss.carried.delta.float() - kept.float()).abs().max() > 0.1
+    assert first.shape == (len(x), 10)
+
+
+def test_the_trainer_gives_each_sample_index_once_per_epoch_to_a_loss_that_asks(mnist_train):
+    seen = []
+
+    def spy(model, x, y, index):
+        seen.append(index.clone())
+        logits = model(x)
+        return F.cross_entropy(logits, y), logits
+
+    spy.takes_index = True
+    config = default_config("mnist", model="linear", epochs=2, train_subset=300, batch_size=64)
+    fit(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)), mnist_train, config, torch.device("cpu"),
+        spy, progress=False)
+    epochs = torch.cat(seen[:5]), torch.cat(seen[5:])
+    assert len(seen) == 10 and all(sorted(e.tolist()) == list(range(300)) for e in epochs)
+    assert epochs[0].tolist() != epochs[1].tolist()  # reshuffled
 
 
 def test_fgsm_augmentation_is_the_papers_mixture(lenet_mnist, mnist_batch):
@@ -240,6 +300,12 @@ def test_defend_records_the_recipe_and_the_papers_defaults(tmp_path):
     assert meta["train_config"]["epochs"] == 1
 
 
+def test_defend_fast_with_a_carried_start_records_it(tmp_path):
+    meta = defend(tmp_path, "--method", "fast", "--fgsm-start", "carry", "--model", "lenet")
+    assert meta["recipe"] == {"method": "fast", "eps": 0.3, "step_size": 0.375, "box_start": False,
+                              "start": "carry"}
+
+
 def test_defend_nfgsm_with_eps_ramp_records_both(tmp_path):
     meta = defend(tmp_path, "--method", "nfgsm", "--eps-ramp", "0.5", "--model", "small_cnn")
     assert meta["recipe"] == {"method": "nfgsm", "eps": 0.3, "step_size": 0.3, "noise": 2.0, "box_start": False,
@@ -259,6 +325,8 @@ def test_defend_nfgsm_with_eps_ramp_records_both(tmp_path):
     (["--method", "fast", "--align-weight", "2"], "--align-weight"),
     (["--method", "fast", "--align-weight", "1"], "--align-weight"),  # even at gradalign's default
     (["--method", "pgd", "--random-start"], "--random-start"),
+    (["--method", "pgd", "--fgsm-start", "carry"], "--fgsm-start"),
+    (["--method", "fast", "--fgsm-start", "carry", "--augment"], "--no-augment"),
 ])
 def test_defend_rejects_bad_settings_in_one_line(argv, needle, tmp_path, capsys):
     assert main(["defend", *argv, "--model", "lenet", "--out", str(tmp_path / "run")]) == 2

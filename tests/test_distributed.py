@@ -61,3 +61,51 @@ def test_defenses_run_unchanged_under_torchrun(tmp_path):
     _, meta6 = _train(tmp_path, "gradalign-ddp", [torchrun, "--standalone", "--nproc_per_node", "2"], gradalign)
     assert meta6["recipe"]["method"] == "gradalign" and meta6["processes"] == 2
     assert abs(meta5["test_accuracy"] - meta6["test_accuracy"]) < 0.03
+    carry = ["defend", "--method", "fast", "--fgsm-start", "carry", "--eps", "0.1", *ARGS[1:]]
+    _, meta7 = _train(tmp_path, "carry-single", [sys.executable], carry)
+    _, meta8 = _train(tmp_path, "carry-ddp", [torchrun, "--standalone", "--nproc_per_node", "2"], carry)
+    assert meta8["recipe"]["start"] == "carry" and meta8["processes"] == 2
+    assert abs(meta7["test_accuracy"] - meta8["test_accuracy"]) < 0.03
+
+
+def test_no_option_of_train_or_defend_is_taken_by_torchrun():
+    """torchrun's parser takes any unambiguous prefix of its own options from the whole command line, even
+    after the script (--start would be read as --start-method), so train and defend avoid them and run
+    unchanged; certify's --n needs a `--` before the command (docs/certification.md)."""
+    import argparse
+
+    from torch.distributed.run import get_args_parser
+
+    from advlab.cli.main import build_parser
+
+    theirs = [o for a in get_args_parser()._actions for o in a.option_strings if o.startswith("--")]
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    ours = {o for name in ("train", "defend") for a in commands[name]._actions for o in a.option_strings
+            if o.startswith("--") and o != "--help"}
+    assert ours and not [o for o in ours if any(t.startswith(o) for t in theirs)]
+
+
+GATHER = """
+import torch, torch.distributed as dist
+from advlab.training import distributed
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+n = 3 if rank == 0 else 2  # unequal shares, as the last batch of an epoch gives
+index = torch.arange(n) + 10 * rank
+index, rows = distributed.all_gather_rows(index, index[:, None].float() * torch.ones(n, 4))
+with open(f"gathered-{rank}.txt", "w") as out:
+    out.write(f"{index.tolist()} {rows[:, 0].tolist()}")
+dist.destroy_process_group()
+"""
+
+
+def test_all_gather_rows_joins_unequal_shares_in_rank_order(tmp_path):
+    """The carried start's exchange: every process ends up with every process's rows, trimmed of padding."""
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
+    script = tmp_path / "gather.py"
+    script.write_text(GATHER)
+    proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", str(script)], capture_output=True,
+                          text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    expected = "[0, 1, 2, 10, 11] [0.0, 1.0, 2.0, 10.0, 11.0]"
+    assert [(tmp_path / f"gathered-{rank}.txt").read_text() for rank in (0, 1)] == [expected, expected]

@@ -37,6 +37,7 @@ from advlab.attacks.common import loss_gradient
 from advlab.attacks.pgd import PGD
 from advlab.errors import AdvlabError, check_range
 from advlab.runtime import DeviceGenerator
+from advlab.training import distributed
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -46,7 +47,8 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 def linf_pgd_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int,
                       step_size: float, random_init: bool, generator: torch.Generator | None = None,
-                      box_start: bool = True, init_scale: float = 1.0, project: bool = True) -> torch.Tensor:
+                      box_start: bool = True, init_scale: float = 1.0, project: bool = True,
+                      start: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy ascent inside the L-inf eps-ball around x and the [0, 1] box.
 
     steps = 1, step_size = eps, random_init = False is FGSM; steps = 1 from a random start with
@@ -60,14 +62,17 @@ def linf_pgd_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: f
     accuracy 96%, PGD 0% in our runs).
 
     init_scale: the random start is uniform in the ball of init_scale * eps (N-FGSM: 2). project =
-    False keeps only the [0, 1] box after each step, not the eps-ball (N-FGSM).
+    False keeps only the [0, 1] box after each step, not the eps-ball (N-FGSM). start: the first
+    iterate itself, taken as given (random_init is then ignored; the carried start of fast training).
     """
     if project:
         lo, hi = (x - eps).clamp(min=0.0), (x + eps).clamp(max=1.0)
     else:
         lo, hi = torch.zeros_like(x), torch.ones_like(x)
     adv = x.clone()
-    if random_init:
+    if start is not None:
+        adv = start
+    elif random_init:
         noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         adv = x + (2 * noise - 1) * (eps * init_scale)
         if box_start:
@@ -112,6 +117,49 @@ class _RampedLoss:
         return min(1.0, self.calls / self.ramp_steps) if self.ramp_steps > 0 else 1.0
 
 
+class CarriedStart:
+    """Each training sample's last perturbation, the start of its next single step (Zheng, Zhang, Gu,
+    Lee & Prakash 2020, "Efficient adversarial training with transferable adversarial examples",
+    CVPR: ATTA-1, one attack step per sample per epoch; without their re-alignment of perturbations
+    under data augmentation, so training images must be unaugmented).
+
+    Adversarial examples transfer between the models of neighbouring epochs, so starting each
+    epoch's FGSM step where the sample's previous one ended accumulates the attack over epochs, at
+    the cost of one input gradient per sample per epoch, as in fast training. A sample not seen yet
+    starts uniformly in the ball, unclipped (Wong et al.'s start). Perturbations are kept in float16
+    (94 MB for MNIST's 60,000 images); under torchrun the processes exchange their shares of each
+    batch, so every process holds every sample's.
+    """
+
+    def __init__(self) -> None:
+        self.delta: torch.Tensor | None = None
+        self.seen: torch.Tensor | None = None
+
+    def start(self, x: torch.Tensor, index: torch.Tensor, eps: float, generator: torch.Generator) -> torch.Tensor:
+        start = x + (2 * torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) - 1) * eps
+        if self.delta is None:
+            return start
+        index = index.to(self.delta.device)
+        known = index < len(self.delta)  # the store grows to the largest index kept so far
+        index = index.clamp(max=len(self.delta) - 1)
+        lo, hi = (x - eps).clamp(min=0.0), (x + eps).clamp(max=1.0)  # eps may have grown (a warm-up)
+        carried = torch.maximum(torch.minimum(x + self.delta[index].to(x), hi), lo)
+        seen = (self.seen[index] & known).view(-1, *[1] * (x.dim() - 1)).to(x.device)
+        return torch.where(seen, carried, start)
+
+    def keep(self, index: torch.Tensor, delta: torch.Tensor) -> None:
+        index, delta = distributed.all_gather_rows(index.to(delta.device), delta)
+        needed = int(index.max()) + 1
+        if self.delta is None or needed > len(self.delta):  # grows to the largest index seen
+            grown = torch.zeros((needed, *delta.shape[1:]), dtype=torch.float16, device=delta.device)
+            seen = torch.zeros(needed, dtype=torch.bool, device=delta.device)
+            if self.delta is not None:
+                grown[: len(self.delta)], seen[: len(self.seen)] = self.delta, self.seen
+            self.delta, self.seen = grown, seen
+        self.delta[index] = delta.to(torch.float16)
+        self.seen[index] = True
+
+
 class AdversarialTrainingLoss(_RampedLoss):
     """Cross-entropy on L-inf PGD examples from a uniform random start (Madry et al. 2018).
 
@@ -119,11 +167,13 @@ class AdversarialTrainingLoss(_RampedLoss):
     with init_scale = 2, step_size = eps and project = False it is N-FGSM (de Jorge et al. 2022).
     The returned logits are those of the adversarial examples. box_start: see linf_pgd_examples
     (Madry et al. clip the random start to the box, Wong et al. do not). ramp_steps > 0 scales eps and
-    the step size by min(1, t / ramp_steps) at training step t (a linear warm-up).
+    the step size by min(1, t / ramp_steps) at training step t (a linear warm-up). carry = True starts
+    each sample where its previous epoch's perturbation ended (CarriedStart); the trainer then passes
+    each batch's sample indices.
     """
 
     def __init__(self, eps: float, steps: int, step_size: float, seed: int = 0, box_start: bool = True,
-                 init_scale: float = 1.0, project: bool = True, ramp_steps: int = 0) -> None:
+                 init_scale: float = 1.0, project: bool = True, ramp_steps: int = 0, carry: bool = False) -> None:
         self.eps = check_range(eps, "eps", 0.0, 1.0, lo_open=True)
         if int(steps) != steps or steps < 1:
             raise AdvlabError(f"steps must be a positive integer, got {steps}")
@@ -132,13 +182,24 @@ class AdversarialTrainingLoss(_RampedLoss):
         self.box_start = box_start
         self.init_scale = check_range(init_scale, "noise scale", 0.0, 10.0)
         self.project = project
+        self.carried = CarriedStart() if carry else None
+        self.takes_index = carry  # read by the trainer
         super().__init__(seed, ramp_steps)
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                 index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         scale = self._next_scale()
-        adv = linf_pgd_examples(unwrap(model), x, y, self.eps * scale, self.steps, self.step_size * scale,
-                                random_init=True, generator=self._generator.on(x.device), box_start=self.box_start,
-                                init_scale=self.init_scale, project=self.project)
+        eps, generator = self.eps * scale, self._generator.on(x.device)
+        start = None
+        if self.carried is not None:
+            if index is None:
+                raise AdvlabError("a carried start needs the batch's sample indices")
+            start = self.carried.start(x, index, eps, generator)
+        adv = linf_pgd_examples(unwrap(model), x, y, eps, self.steps, self.step_size * scale,
+                                random_init=True, generator=generator, box_start=self.box_start,
+                                init_scale=self.init_scale, project=self.project, start=start)
+        if self.carried is not None:
+            self.carried.keep(index, adv - x)
         logits = model(adv)
         return F.cross_entropy(logits, y), logits
 
@@ -268,12 +329,19 @@ def pgd_recipe(eps: float, steps: int = 10, step_size: float | None = None) -> d
     return {"method": "pgd", "eps": eps, "steps": int(steps), "step_size": step}
 
 
-def fast_recipe(eps: float, step_size: float | None = None) -> dict:
+FAST_STARTS = ("random", "carry")
+
+
+def fast_recipe(eps: float, step_size: float | None = None, start: str = "random") -> dict:
     """Wong et al.'s recipe; step_size defaults to 1.25 * eps (their alpha); the random start is not
-    clipped to the box (see linf_pgd_examples)."""
+    clipped to the box (see linf_pgd_examples). start = "carry": from the sample's previous epoch's
+    perturbation (CarriedStart; recorded only then, so Wong et al.'s recipe keeps its cache key)."""
     eps = check_range(eps, "eps", 0.0, 1.0, lo_open=True)
     step = 1.25 * eps if step_size is None else check_range(step_size, "step size", 0.0, 1.0, lo_open=True)
-    return {"method": "fast", "eps": eps, "step_size": step, "box_start": False}
+    if start not in FAST_STARTS:
+        raise AdvlabError(f"unknown start {start!r}; choose one of {', '.join(FAST_STARTS)}")
+    recipe = {"method": "fast", "eps": eps, "step_size": step, "box_start": False}
+    return recipe if start == "random" else {**recipe, "start": start}
 
 
 def nfgsm_recipe(eps: float, step_size: float | None = None, noise: float = 2.0) -> dict:
@@ -307,7 +375,8 @@ def adversarial_loss(recipe: dict, seed: int = 0, steps_per_epoch: int = 0):
         return AdversarialTrainingLoss(recipe["eps"], recipe["steps"], recipe["step_size"], seed, ramp_steps=ramp)
     if method == "fast":
         return AdversarialTrainingLoss(recipe["eps"], 1, recipe["step_size"], seed,
-                                       box_start=recipe.get("box_start", True), ramp_steps=ramp)
+                                       box_start=recipe.get("box_start", True), ramp_steps=ramp,
+                                       carry=recipe.get("start") == "carry")
     if method == "nfgsm":
         return AdversarialTrainingLoss(recipe["eps"], 1, recipe["step_size"], seed, box_start=False,
                                        init_scale=recipe["noise"], project=False, ramp_steps=ramp)

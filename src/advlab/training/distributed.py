@@ -67,3 +67,24 @@ def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     tensor = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(tensor)
     return tensor.tolist()
+
+
+def all_gather_rows(index: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every process's (index, rows) pairs, concatenated in rank order (shares may differ in length by
+    a few rows: each is padded to the longest for the collective, then trimmed)."""
+    if not context().enabled:
+        return index, rows
+    world = context().world_size
+    sizes = [torch.zeros(1, dtype=torch.long, device=rows.device) for _ in range(world)]
+    dist.all_gather(sizes, torch.tensor([len(index)], dtype=torch.long, device=rows.device))
+    longest = int(max(s.item() for s in sizes))
+    padded_index = torch.zeros(longest, dtype=index.dtype, device=rows.device)
+    padded_rows = torch.zeros((longest, *rows.shape[1:]), dtype=rows.dtype, device=rows.device)
+    padded_index[: len(index)], padded_rows[: len(rows)] = index, rows
+    indices = [torch.empty_like(padded_index) for _ in range(world)]
+    gathered = [torch.empty_like(padded_rows) for _ in range(world)]
+    dist.all_gather(indices, padded_index)
+    dist.all_gather(gathered, padded_rows.contiguous())
+    n = [int(s.item()) for s in sizes]
+    return (torch.cat([i[:k] for i, k in zip(indices, n, strict=True)]),
+            torch.cat([r[:k] for r, k in zip(gathered, n, strict=True)]))

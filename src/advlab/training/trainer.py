@@ -20,6 +20,7 @@ from advlab.data import ImageDataset
 from advlab.errors import AdvlabError, check_range
 from advlab.training import distributed
 
+# a batch loss with a true `takes_index` attribute is also given the batch's sample indices (index=...)
 BatchLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 # called after each epoch with (model, epoch, that epoch's history record); may add to the record,
 # may change the weights (e.g. restore an earlier epoch's); returns True to stop training
@@ -150,6 +151,7 @@ def fit(model: nn.Module, data: ImageDataset, config: TrainConfig, device: torch
     steps_per_epoch = math.ceil(len(data) / config.batch_size)
     schedule = make_schedule(optimizer, config, config.epochs * steps_per_epoch)
     show = progress and dist_ctx.is_main
+    takes_index = getattr(batch_loss, "takes_index", False)
     history = []
     for epoch in range(1, config.epochs + 1):
         model.train()
@@ -164,7 +166,7 @@ def fit(model: nn.Module, data: ImageDataset, config: TrainConfig, device: torch
             if config.augment:
                 x = random_crop_flip(x, generator)
             x = x.contiguous(memory_format=torch.channels_last)
-            loss, logits = batch_loss(trained, x, y)
+            loss, logits = batch_loss(trained, x, y, index=batch) if takes_index else batch_loss(trained, x, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             lr = optimizer.param_groups[0]["lr"]  # read before the scheduler steps: past its end, onecycle goes below 0
