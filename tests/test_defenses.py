@@ -242,8 +242,8 @@ def test_gradalign_random_start_and_ramp_stay_in_the_ball_and_the_box(lenet_mnis
 
 
 @pytest.mark.parametrize("recipe", [augment_recipe(0.15), pgd_recipe(0.15, steps=5), fast_recipe(0.15),
-                                    gradalign_recipe(0.15, 0.5)],
-                         ids=["augment", "pgd", "fast", "gradalign"])
+                                    fast_recipe(0.15, step_size=0.075, start="carry"), gradalign_recipe(0.15, 0.5)],
+                         ids=["augment", "pgd", "fast", "fast-carry", "gradalign"])
 def test_adversarial_recipes_beat_the_standard_model_under_pgd(recipe, lenet_mnist, held_out):
     standard, standard_meta, _ = lenet_mnist
     config = default_config("mnist", **TINY, recipe=recipe)

@@ -87,7 +87,7 @@ METHODS: dict[str, Method] = {
                   _single_step(lambda args: pgd_recipe(args.eps, args.steps, args.step_size)), _adversarial,
                   mnist_defaults={"epochs": 8}, note=ADVERSARIAL_NOTE),
     "fast": Method("fast adversarial training: one FGSM step from a random start, step 1.25 * eps "
-                   "(Wong et al. 2020)",
+                   "(Wong et al. 2020), or from the sample's previous epoch's perturbation (--fgsm-start carry)",
                    _single_step(lambda args: fast_recipe(args.eps, args.step_size, args.fgsm_start or "random")),
                    _adversarial, mnist_defaults=FAST_MNIST, note=ADVERSARIAL_NOTE),
     "nfgsm": Method("N-FGSM: one FGSM step of eps from a start of --noise * eps, no projection onto the eps-ball "
