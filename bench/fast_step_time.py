@@ -20,17 +20,16 @@ from advlab.models import create_model
 TRAIN_IMAGES = 60_000  # MNIST's training set: the carried start's store
 
 
-def seconds_per_step(recipe: dict, x: torch.Tensor, y: torch.Tensor, warmup: int = 5, steps: int = 20) -> float:
+def seconds_per_step(recipe: dict, x: torch.Tensor, y: torch.Tensor, warmup: int = 5, steps: int = 50) -> float:
     model = create_model("mnist_cnn")
     optimizer = torch.optim.Adam(model.parameters(), 1e-3)
-    batch_loss = adversarial_loss(recipe)
+    batch_loss = adversarial_loss(recipe, train_images=TRAIN_IMAGES)
     generator = torch.Generator().manual_seed(0)
     for i in range(warmup + steps):
         if i == warmup:
             start = time.perf_counter()
         if getattr(batch_loss, "takes_index", False):
             index = torch.randperm(TRAIN_IMAGES, generator=generator)[: len(x)]
-            index[0] = TRAIN_IMAGES - 1  # the store at full size from the first step
             loss, _ = batch_loss(model, x, y, index=index)
         else:
             loss, _ = batch_loss(model, x, y)

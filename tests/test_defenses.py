@@ -112,12 +112,14 @@ def test_carried_start_resumes_each_sample_where_its_last_step_ended():
     ball and the box); a sample never kept starts uniformly in the ball, unclipped (Wong et al.)."""
     x = torch.rand(6, 1, 4, 4)
     generator = torch.Generator().manual_seed(0)
-    carried = CarriedStart()
+    carried = CarriedStart(6)
     first = carried.start(x, torch.arange(6), 0.2, generator)
     assert (first - x).abs().max() <= 0.2 + 1e-6 and (first - x).abs().min() > 0  # nothing kept yet: random
     delta = (torch.rand(3, 1, 4, 4) * 2 - 1) * 0.2
     carried.keep(torch.tensor([4, 1, 2]), delta)
-    assert len(carried.delta) == 5 and carried.seen.tolist() == [False, True, True, False, True]
+    assert len(carried.delta) == 6 and carried.seen.tolist() == [False, True, True, False, True, False]
+    with pytest.raises(AdvlabError, match="number of training images"):
+        CarriedStart(0)
     order = [1, 2, 4, 0, 5]
     start = carried.start(x[order], torch.tensor(order), 0.2, generator)
     expected = (x[[1, 2, 4]] + delta[[1, 2, 0]].half().float()).clamp(0, 1)
@@ -132,7 +134,7 @@ def test_carried_start_resumes_each_sample_where_its_last_step_ended():
 def test_fast_training_with_a_carried_start_takes_each_step_from_the_last_one(lenet_mnist, mnist_batch):
     model, _, _ = lenet_mnist
     x, y = mnist_batch
-    loss = adversarial_loss(fast_recipe(0.2, start="carry"))
+    loss = adversarial_loss(fast_recipe(0.2, start="carry"), train_images=len(x))
     assert loss.takes_index and fast_recipe(0.2)["box_start"] is False and "start" not in fast_recipe(0.2)
     index = torch.arange(len(x))
     with pytest.raises(AdvlabError, match="indices"):
@@ -247,7 +249,8 @@ def test_gradalign_random_start_and_ramp_stay_in_the_ball_and_the_box(lenet_mnis
 def test_adversarial_recipes_beat_the_standard_model_under_pgd(recipe, lenet_mnist, held_out):
     standard, standard_meta, _ = lenet_mnist
     config = default_config("mnist", **TINY, recipe=recipe)
-    model, meta, _, _ = train_model(config, torch.device("cpu"), batch_loss=adversarial_loss(recipe), progress=False)
+    model, meta, _, _ = train_model(config, torch.device("cpu"), batch_loss=adversarial_loss(recipe, train_images=6000),
+                                    progress=False)
     x, y = held_out
     assert meta["recipe"] == recipe
     assert meta["test_accuracy"] > 0.7

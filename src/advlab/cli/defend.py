@@ -54,11 +54,10 @@ def _distill_loss(config: TrainConfig, args: argparse.Namespace) -> BatchLoss:
 
 
 def _adversarial(config: TrainConfig, args: argparse.Namespace) -> BatchLoss:
-    steps_per_epoch = 0
-    if config.recipe.get("eps_ramp_epochs"):
-        images = config.train_subset or len(dataset_split(args, "train"))
-        steps_per_epoch = math.ceil(images / config.batch_size)
-    return adversarial_loss(config.recipe, config.seed, steps_per_epoch)
+    images = 0  # the training set's size, read only when the recipe needs it
+    if config.recipe.get("eps_ramp_epochs") or config.recipe.get("start") == "carry":
+        images = min(config.train_subset or math.inf, len(dataset_split(args, "train")))
+    return adversarial_loss(config.recipe, config.seed, math.ceil(images / config.batch_size), images)
 
 
 def _single_step(recipe: Callable[[argparse.Namespace], dict]) -> Callable[[argparse.Namespace], dict]:

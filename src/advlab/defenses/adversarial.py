@@ -134,8 +134,11 @@ class CarriedStart:
     batch, so every process holds every sample's.
     """
 
-    def __init__(self) -> None:
-        self.delta: torch.Tensor | None = None
+    def __init__(self, size: int) -> None:
+        if int(size) != size or size < 1:
+            raise AdvlabError(f"a carried start needs the number of training images, got {size}")
+        self.size = int(size)
+        self.delta: torch.Tensor | None = None  # allocated at the first keep, when shape and device are known
         self.seen: torch.Tensor | None = None
 
     def start(self, x: torch.Tensor, index: torch.Tensor, eps: float, generator: torch.Generator) -> torch.Tensor:
@@ -143,22 +146,16 @@ class CarriedStart:
         if self.delta is None:
             return start
         index = index.to(self.delta.device)
-        known = index < len(self.delta)  # the store grows to the largest index kept so far
-        index = index.clamp(max=len(self.delta) - 1)
         lo, hi = (x - eps).clamp(min=0.0), (x + eps).clamp(max=1.0)  # eps may have grown (a warm-up)
         carried = torch.maximum(torch.minimum(x + self.delta[index].to(x), hi), lo)
-        seen = (self.seen[index] & known).view(-1, *[1] * (x.dim() - 1)).to(x.device)
+        seen = self.seen[index].view(-1, *[1] * (x.dim() - 1)).to(x.device)
         return torch.where(seen, carried, start)
 
     def keep(self, index: torch.Tensor, delta: torch.Tensor) -> None:
         index, delta = distributed.all_gather_rows(index.to(delta.device), delta)
-        needed = int(index.max()) + 1
-        if self.delta is None or needed > len(self.delta):  # grows to the largest index seen
-            grown = torch.zeros((needed, *delta.shape[1:]), dtype=torch.float16, device=delta.device)
-            seen = torch.zeros(needed, dtype=torch.bool, device=delta.device)
-            if self.delta is not None:
-                grown[: len(self.delta)], seen[: len(self.seen)] = self.delta, self.seen
-            self.delta, self.seen = grown, seen
+        if self.delta is None:
+            self.delta = torch.zeros((self.size, *delta.shape[1:]), dtype=torch.float16, device=delta.device)
+            self.seen = torch.zeros(self.size, dtype=torch.bool, device=delta.device)
         self.delta[index] = delta.to(torch.float16)
         self.seen[index] = True
 
@@ -170,13 +167,14 @@ class AdversarialTrainingLoss(_RampedLoss):
     with init_scale = 2, step_size = eps and project = False it is N-FGSM (de Jorge et al. 2022).
     The returned logits are those of the adversarial examples. box_start: see linf_pgd_examples
     (Madry et al. clip the random start to the box, Wong et al. do not). ramp_steps > 0 scales eps and
-    the step size by min(1, t / ramp_steps) at training step t (a linear warm-up). carry = True starts
-    each sample where its previous epoch's perturbation ended (CarriedStart); the trainer then passes
-    each batch's sample indices.
+    the step size by min(1, t / ramp_steps) at training step t (a linear warm-up). carry_images = N
+    (the training set's size) starts each sample where its previous epoch's perturbation ended
+    (CarriedStart); the trainer then passes each batch's sample indices.
     """
 
     def __init__(self, eps: float, steps: int, step_size: float, seed: int = 0, box_start: bool = True,
-                 init_scale: float = 1.0, project: bool = True, ramp_steps: int = 0, carry: bool = False) -> None:
+                 init_scale: float = 1.0, project: bool = True, ramp_steps: int = 0,
+                 carry_images: int | None = None) -> None:
         self.eps = check_range(eps, "eps", 0.0, 1.0, lo_open=True)
         if int(steps) != steps or steps < 1:
             raise AdvlabError(f"steps must be a positive integer, got {steps}")
@@ -185,8 +183,8 @@ class AdversarialTrainingLoss(_RampedLoss):
         self.box_start = box_start
         self.init_scale = check_range(init_scale, "noise scale", 0.0, 10.0)
         self.project = project
-        self.carried = CarriedStart() if carry else None
-        self.takes_index = carry  # read by the trainer
+        self.carried = None if carry_images is None else CarriedStart(carry_images)
+        self.takes_index = self.carried is not None  # read by the trainer
         super().__init__(seed, ramp_steps)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -365,9 +363,9 @@ def gradalign_recipe(eps: float, weight: float, step_size: float | None = None, 
             "align_weight": check_range(weight, "--align-weight", 0.0, 1000.0), "random_start": bool(random_start)}
 
 
-def adversarial_loss(recipe: dict, seed: int = 0, steps_per_epoch: int = 0):
+def adversarial_loss(recipe: dict, seed: int = 0, steps_per_epoch: int = 0, train_images: int = 0):
     """The batch loss a recipe (augment, pgd, fast, nfgsm or gradalign) trains with; steps_per_epoch turns the
-    recipe's eps_ramp_epochs into training steps."""
+    recipe's eps_ramp_epochs into training steps; train_images sizes a carried start's store."""
     method = recipe.get("method")
     ramp = round(recipe.get("eps_ramp_epochs", 0) * steps_per_epoch)
     if recipe.get("eps_ramp_epochs") and steps_per_epoch <= 0:
@@ -379,7 +377,7 @@ def adversarial_loss(recipe: dict, seed: int = 0, steps_per_epoch: int = 0):
     if method == "fast":
         return AdversarialTrainingLoss(recipe["eps"], 1, recipe["step_size"], seed,
                                        box_start=recipe.get("box_start", True), ramp_steps=ramp,
-                                       carry=recipe.get("start") == "carry")
+                                       carry_images=train_images if recipe.get("start") == "carry" else None)
     if method == "nfgsm":
         return AdversarialTrainingLoss(recipe["eps"], 1, recipe["step_size"], seed, box_start=False,
                                        init_scale=recipe["noise"], project=False, ramp_steps=ramp)
