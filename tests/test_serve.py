@@ -196,7 +196,7 @@ def test_serve_command_builds_the_app_from_a_checkpoint(lenet_mnist, mnist_batch
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(AdvlabError):
         build_app(argparse.Namespace(**{**vars(args), "checkpoint": str(bad)}))
-    assert json.loads(json.dumps(meta["input_shape"])) == list(SHAPE)
+    assert meta.input_shape == SHAPE and meta.classes == CLASSES
 
 
 def test_advlab_attack_with_oracle_attacks_the_server(lenet, tmp_path, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import torch
@@ -55,7 +56,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
                         "Wong et al.'s triangle, peak at 40%%)")
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                         help="random crop and flip (default: on for color data sets)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_int, default=0)
     parser.add_argument("--train-subset", type=positive_int, help="train on this many random training images")
     parser.add_argument("--checkpoint", default=None, help="also copy the checkpoint here (.safetensors)")
     parser.add_argument("--force", action="store_true", help="retrain even when the cache has this config")
@@ -79,14 +80,68 @@ def training_config(args: argparse.Namespace, defaults: dict | None = None, **fi
     return default_config(args.dataset, seed=args.seed, train_subset=args.train_subset, **chosen, **fields)
 
 
-def float_list(text: str) -> list[float]:
+def _number(text: str, what: str) -> float:
     try:
-        values = [float(v) for v in text.split(",") if v.strip()]
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if not values or any(v < 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected non-negative numbers, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if not math.isfinite(value):  # nan, inf, and literals such as 1e400 that overflow to inf
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r} (not a finite number)")
+    return value
+
+
+def float_list(text: str) -> list[float]:
+    """Comma-separated finite non-negative numbers (eps lists, budgets)."""
+    values = []
+    for part in (v for v in text.split(",") if v.strip()):
+        try:
+            value = float(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+        if not math.isfinite(value) or value < 0:
+            raise argparse.ArgumentTypeError(f"expected finite non-negative numbers, got {part.strip()!r} in {text!r}")
+        values.append(value)
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
     return values
+
+
+def positive_float(upper: float = math.inf):
+    """An argparse type: a finite number in (0, upper]."""
+    def parse(text: str) -> float:
+        value = _number(text, "a positive number")
+        if value <= 0 or value > upper:
+            raise argparse.ArgumentTypeError(f"expected a number in (0, {upper:g}], got {text!r}")
+        return value
+    parse.__name__ = "positive number"
+    return parse
+
+
+def nonnegative_float(upper: float = math.inf):
+    """An argparse type: a finite number in [0, upper]."""
+    def parse(text: str) -> float:
+        value = _number(text, "a non-negative number")
+        if value < 0 or value > upper:
+            raise argparse.ArgumentTypeError(f"expected a number in [0, {upper:g}], got {text!r}")
+        return value
+    parse.__name__ = "non-negative number"
+    return parse
+
+
+def probability(text: str) -> float:
+    """An argparse type: a finite number in [0, 1]."""
+    value = _number(text, "a number in [0, 1]")
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
+def open_fraction(text: str) -> float:
+    """An argparse type: a finite number in (0, 1) (a share that must leave something on both sides)."""
+    value = _number(text, "a number in (0, 1)")
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number strictly between 0 and 1, got {text!r}")
+    return value
 
 
 def positive_int(text: str) -> int:
@@ -96,6 +151,31 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
+def seed_int(text: str) -> int:
+    """An argparse type: a seed, 0 <= seed < 2**63 (what torch.manual_seed accepts)."""
+    value = nonnegative_int(text)
+    if value >= 2**63:
+        raise argparse.ArgumentTypeError(f"expected a seed below 2**63, got {text!r}")
+    return value
+
+
+def port_number(text: str) -> int:
+    value = nonnegative_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port in 0..65535, got {value}")
     return value
 
 

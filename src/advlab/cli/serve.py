@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from advlab.cli.common import add_device_arg, device_from, positive_int
+from advlab.cli.common import add_device_arg, device_from, port_number, positive_float, positive_int
 from advlab.errors import AdvlabError
-from advlab.models import load_checkpoint
+from advlab.models import load_model
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -16,13 +16,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        "GET /health describes the model. Queries are counted per client (token or address).")
     p.add_argument("checkpoint", help="a .safetensors checkpoint written by advlab")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, loopback only)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=port_number, default=8000)
     p.add_argument("--labels-only", action="store_true", help="answer only the top label (decision-based oracle)")
     p.add_argument("--token", action="append", default=None,
                    help="accepted bearer token (repeatable); queries are then counted per token")
     p.add_argument("--query-budget", type=positive_int, default=None, help="images each client may query")
     p.add_argument("--max-batch", type=positive_int, default=256, help="images per request (default 256)")
-    p.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body in MiB (default 32)")
+    p.add_argument("--max-body-mb", type=positive_float(4096), default=32.0,
+                   help="largest request body in MiB (default 32)")
+    p.add_argument("--max-bodies", type=positive_int, default=4,
+                   help="request bodies received at once; more get 503 before being read (default 4)")
+    p.add_argument("--header-timeout", type=positive_float(3600), default=10.0,
+                   help="seconds a connection has to send its request headers (default 10)")
+    p.add_argument("--body-timeout", type=positive_float(3600), default=30.0,
+                   help="seconds a client has to send its whole body (default 30)")
+    p.add_argument("--trust-proxy", action="store_true",
+                   help="take the client address from X-Forwarded-For when the request comes from a proxy on "
+                   "loopback (only behind a reverse proxy: otherwise any client could choose the address its "
+                   "query budget is counted under)")
     add_device_arg(p)
     p.set_defaults(func=run)
 
@@ -30,26 +41,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def build_app(args: argparse.Namespace):
     from advlab.serve import create_app
 
-    if not 0 <= args.port <= 65535:
-        raise AdvlabError(f"--port must be in 0..65535, got {args.port}")
-    if args.max_body_mb <= 0:
-        raise AdvlabError(f"--max-body-mb must be positive, got {args.max_body_mb}")
-    model, meta = load_checkpoint(args.checkpoint, device_from(args))
-    shape = meta.get("input_shape") or [meta["model_args"]["channels"], meta["model_args"]["size"],
-                                        meta["model_args"]["size"]]
-    classes = meta.get("classes") or [str(k) for k in range(meta["model_args"]["num_classes"])]
-    return create_app(model, classes, labels_only=args.labels_only, token=args.token,
-                      query_budget=args.query_budget, max_batch=args.max_batch,
-                      max_body_bytes=int(args.max_body_mb * 2**20), input_shape=tuple(shape)), meta
+    model, info = load_model(args.checkpoint, device_from(args))
+    if info.kind != "classifier":
+        raise AdvlabError(f"{args.checkpoint} holds a {info.architecture} {info.kind}; serve needs a classifier")
+    app = create_app(model, info.classes, labels_only=args.labels_only, token=args.token,
+                     query_budget=args.query_budget, max_batch=args.max_batch,
+                     max_body_bytes=int(args.max_body_mb * 2**20), input_shape=info.input_shape,
+                     max_bodies=getattr(args, "max_bodies", 4), body_timeout=getattr(args, "body_timeout", 30.0))
+    return app, info
 
 
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    app, meta = build_app(args)
-    print(f"serving {meta['architecture']} ({meta.get('dataset', '?')}) on http://{args.host}:{args.port} "
+    from advlab.serve import server_config
+
+    app, info = build_app(args)
+    print(f"serving {info.architecture} ({info.dataset or '?'}) on http://{args.host}:{args.port} "
           f"({'labels only' if args.labels_only else 'probabilities'}"
           f"{', token required' if args.token else ''}"
           f"{f', {args.query_budget} queries per client' if args.query_budget else ''}); Ctrl-C stops")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    uvicorn.Server(server_config(app, args.host, args.port, trust_proxy=args.trust_proxy,
+                                 header_timeout=args.header_timeout)).run()
     return 0

@@ -1,8 +1,16 @@
 """Models: plain ``nn.Module``s from images in [0, 1] to logits, each normalizing its own input."""
 
-from advlab.models.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from advlab.models.checkpoint import (
+    CheckpointMeta,
+    load_checkpoint,
+    load_model,
+    read_checkpoint,
+    read_metadata,
+    save_checkpoint,
+    validate_metadata,
+)
 from advlab.models.layers import Normalize
 from advlab.models.registry import ARCHITECTURES, architecture, build_model, create_model, model_args
 
-__all__ = ["ARCHITECTURES", "Normalize", "architecture", "build_model", "create_model", "load_checkpoint",
-           "model_args", "read_metadata", "save_checkpoint"]
+__all__ = ["ARCHITECTURES", "CheckpointMeta", "Normalize", "architecture", "build_model", "create_model", "load_checkpoint",
+           "load_model", "model_args", "read_checkpoint", "read_metadata", "save_checkpoint", "validate_metadata"]

@@ -16,36 +16,55 @@ spent. Queries are counted per client (its token, else its address) in images.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import email.parser
-import email.policy
+import asyncio
 import hmac
-import io
-import json
+import multiprocessing
 import threading
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
-import numpy as np
 import torch
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 from torch import nn
 
 from advlab import __version__
 from advlab.attacks.blackbox.oracle import model_answers
 from advlab.errors import AdvlabError, check_images
+from advlab.serve.decode import Refusal, decode_body, decode_body_safely
 
 DEFAULT_MAX_BATCH = 256
 DEFAULT_MAX_BODY = 32 * 2**20
+DEFAULT_MAX_BODIES = 4  # request bodies received and parsed at once; more get 503 at once, unread
+DEFAULT_BODY_TIMEOUT = 30.0  # seconds a client has to send its whole body
+WORKER_PARSE_BYTES = 2**20  # larger bodies are parsed in a worker process: JSON parsing holds the GIL
+
+_parser_pool: ProcessPoolExecutor | None = None
+_parser_lock = threading.Lock()
 
 
-class Refusal(Exception):  # noqa: N818 (an HTTP answer, not a bug)
-    """A request the API refuses, with its status code and a reason for the client."""
+def _parser() -> ProcessPoolExecutor:
+    """One worker process (shared by the apps of this process) that parses large bodies, so that a
+    32 MiB JSON body (seconds of json.loads holding the GIL) never stalls the event loop. Forked from
+    a server process that preloads only the decoder (numpy, no torch); replaced every 64 bodies so
+    parsing memory goes back to the system."""
+    global _parser_pool
+    with _parser_lock:
+        if _parser_pool is None:
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["advlab.serve.decode"])
+            _parser_pool = ProcessPoolExecutor(max_workers=1, mp_context=context, max_tasks_per_child=64)
+        return _parser_pool
 
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status, self.detail = status, detail
+
+def _drop_parser(pool: ProcessPoolExecutor) -> None:
+    global _parser_pool
+    with _parser_lock:
+        if _parser_pool is pool:
+            _parser_pool = None
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 class QueryCounter:
@@ -66,97 +85,17 @@ class QueryCounter:
             return used + n, None if self.budget is None else self.budget - used - n
 
 
-def _decode_array(spec, max_batch: int, max_values: int) -> torch.Tensor:
-    if not isinstance(spec, dict) or not {"shape", "data"} <= set(spec):
-        raise Refusal(400, '"array" must be an object with "shape", "dtype" (float32) and base64 "data"')
-    if spec.get("dtype", "float32") != "float32":
-        raise Refusal(422, f'"array.dtype" must be float32, got {spec.get("dtype")!r}')
-    shape = spec["shape"]
-    if (not isinstance(shape, list) or len(shape) != 4
-            or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape)):
-        raise Refusal(422, f'"array.shape" must be 4 positive integers (N, C, H, W), got {shape!r}')
-    if shape[0] > max_batch:
-        raise Refusal(413, f"batch of {shape[0]} images exceeds the limit of {max_batch}")
-    count = int(np.prod(shape))
-    if count > max_values:
-        raise Refusal(413, f"array of {count} values is larger than any allowed batch")
-    try:
-        raw = base64.b64decode(spec["data"], validate=True)
-    except (binascii.Error, TypeError, ValueError):
-        raise Refusal(400, '"array.data" is not valid base64') from None
-    if len(raw) != 4 * count:
-        raise Refusal(422, f'"array.data" holds {len(raw)} bytes but shape {shape} needs {4 * count}')
-    return torch.from_numpy(np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(shape))
-
-
-def _decode_instances(instances, max_batch: int) -> torch.Tensor:
-    if not isinstance(instances, list) or not instances:
-        raise Refusal(422, '"instances" must be a non-empty list of images (N, C, H, W)')
-    if len(instances) > max_batch:
-        raise Refusal(413, f"batch of {len(instances)} images exceeds the limit of {max_batch}")
-    try:
-        array = np.array(instances, dtype=np.float32)
-    except (ValueError, TypeError, OverflowError):
-        raise Refusal(422, '"instances" must be a rectangular nested list of numbers (N, C, H, W)') from None
-    return torch.from_numpy(array)
-
-
-def _decode_image(data: bytes, shape: tuple[int, int, int], position: int) -> torch.Tensor:
-    from PIL import Image
-
-    channels, height, width = shape
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            if img.size != (width, height):
-                raise Refusal(422, f"image {position} is {img.size[0]}x{img.size[1]} but the model takes "
-                                   f"{width}x{height}")
-            img = img.convert("L" if channels == 1 else "RGB")
-            array = np.asarray(img, dtype=np.uint8)
-    except Refusal:
-        raise
-    except Exception as exc:  # Pillow raises many types on corrupt input; all mean "undecodable"
-        raise Refusal(400, f"image {position} could not be decoded ({type(exc).__name__})") from None
-    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
-    return torch.from_numpy(array.astype(np.float32) / 255.0)
-
-
-def _decode_pngs(items, shape, max_batch: int) -> torch.Tensor:
-    if not isinstance(items, list) or not items:
-        raise Refusal(422, '"png" must be a non-empty list of base64-encoded images')
-    if len(items) > max_batch:
-        raise Refusal(413, f"batch of {len(items)} images exceeds the limit of {max_batch}")
-    images = []
-    for k, item in enumerate(items):
-        if not isinstance(item, str):
-            raise Refusal(422, f'"png" item {k} must be a base64 string')
-        try:
-            data = base64.b64decode(item, validate=True)
-        except (binascii.Error, ValueError):
-            raise Refusal(400, f'"png" item {k} is not valid base64') from None
-        images.append(_decode_image(data, shape, k))
-    return torch.stack(images)
-
-
-def _multipart_files(body: bytes, content_type: str) -> list[bytes]:
-    """File parts of a multipart/form-data body (stdlib parser: no extra dependency)."""
-    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
-    if not message.is_multipart():
-        raise Refusal(400, "multipart body could not be parsed (check the boundary)")
-    files = [part.get_payload(decode=True) or b"" for part in message.iter_parts()
-             if part.get_filename() is not None or part.get_content_type().startswith("image/")]
-    if not files:
-        raise Refusal(422, "multipart body holds no image files")
-    return files
-
-
 def create_app(model: nn.Module, classes: list[str], labels_only: bool = False, token: str | list[str] | None = None,
                query_budget: int | None = None, max_batch: int = DEFAULT_MAX_BATCH,
-               max_body_bytes: int = DEFAULT_MAX_BODY, input_shape: tuple[int, int, int] | None = None) -> FastAPI:
+               max_body_bytes: int = DEFAULT_MAX_BODY, input_shape: tuple[int, int, int] | None = None,
+               max_bodies: int = DEFAULT_MAX_BODIES, body_timeout: float = DEFAULT_BODY_TIMEOUT) -> FastAPI:
     """The prediction API for model (images in [0, 1] -> logits) with the given class names.
 
     input_shape (C, H, W) is checked on every request; PNG input needs it. token: one or several
-    accepted bearer tokens (queries are then counted per token); query_budget: images per client.
+    accepted bearer tokens (queries are then counted per token; the interactive docs are then off,
+    as they would be served without it); query_budget: images per client. At most max_bodies request
+    bodies are received and parsed at once (others get 503 before their body is read), each within
+    body_timeout seconds (else 408).
     """
     if input_shape is None:
         raise AdvlabError("create_app needs input_shape (C, H, W): the checkpoint's metadata has it")
@@ -165,9 +104,11 @@ def create_app(model: nn.Module, classes: list[str], labels_only: bool = False, 
     counter = QueryCounter(query_budget)
     model = model.eval()
     lock = threading.Lock()  # one forward pass at a time: the CPU threads are already all busy
-    max_values = max_batch * int(np.prod(shape))
+    bodies = threading.BoundedSemaphore(max_bodies)  # taken and released on the event loop only
+    docs = {} if not tokens else {"docs_url": None, "redoc_url": None, "openapi_url": None}
     app = FastAPI(title="advlab prediction API", version=__version__,
-                  description="POST /predict: class probabilities (or labels) for a batch of images in [0, 1].")
+                  description="POST /predict: class probabilities (or labels) for a batch of images in [0, 1].",
+                  **docs)
     app.state.counter = counter
 
     def client_key(request: Request) -> str:
@@ -187,47 +128,43 @@ def create_app(model: nn.Module, classes: list[str], labels_only: bool = False, 
     async def read_body(request: Request) -> bytes:
         declared = request.headers.get("content-length")
         if declared is not None:
-            try:
-                if int(declared) > max_body_bytes:
-                    raise Refusal(413, f"body of {declared} bytes exceeds the limit of {max_body_bytes}")
-            except ValueError:
-                raise Refusal(400, "invalid Content-Length header") from None
+            if not declared.isdigit() or len(declared) > 20:
+                raise Refusal(400, "invalid Content-Length header")
+            if int(declared) > max_body_bytes:
+                raise Refusal(413, f"body of {declared} bytes exceeds the limit of {max_body_bytes}")
         chunks, size = [], 0
-        async for chunk in request.stream():
+        stream = request.stream().__aiter__()
+        deadline = asyncio.get_running_loop().time() + body_timeout
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                chunk = await asyncio.wait_for(stream.__anext__(), timeout=max(left, 0.001))
+            except StopAsyncIteration:
+                break
+            except asyncio.TimeoutError:
+                raise Refusal(408, f"body not received within {body_timeout:g} s") from None
+            except ClientDisconnect:  # the client is gone; nobody reads the answer, nothing to log
+                raise Refusal(400, "client disconnected before sending the whole body") from None
             size += len(chunk)
             if size > max_body_bytes:
                 raise Refusal(413, f"body exceeds the limit of {max_body_bytes} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def parse(body: bytes, content_type: str) -> tuple[torch.Tensor, bool]:
-        kind = content_type.split(";")[0].strip().lower()
-        if kind == "multipart/form-data":
-            files = _multipart_files(body, content_type)
-            if len(files) > max_batch:
-                raise Refusal(413, f"batch of {len(files)} images exceeds the limit of {max_batch}")
-            return torch.stack([_decode_image(f, shape, k) for k, f in enumerate(files)]), False
-        if kind not in ("application/json", ""):
-            raise Refusal(415, f"unsupported content type {kind!r}; send application/json or multipart/form-data")
+    async def parse(body: bytes, content_type: str):
+        if len(body) <= WORKER_PARSE_BYTES:
+            x, want_labels = await run_in_threadpool(decode_body, body, content_type, shape, max_batch)
+            return torch.from_numpy(x), want_labels
+        pool = _parser()
         try:
-            payload = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-            raise Refusal(400, "body is not valid JSON") from None
-        if not isinstance(payload, dict):
-            raise Refusal(400, 'body must be a JSON object with "array", "instances" or "png"')
-        present = [k for k in ("array", "instances", "png") if k in payload]
-        if len(present) != 1:
-            raise Refusal(400, 'body must hold exactly one of "array", "instances" or "png"')
-        want_labels = payload.get("labels_only", False)
-        if not isinstance(want_labels, bool):
-            raise Refusal(422, '"labels_only" must be true or false')
-        if present[0] == "array":
-            x = _decode_array(payload["array"], max_batch, max_values)
-        elif present[0] == "instances":
-            x = _decode_instances(payload["instances"], max_batch)
-        else:
-            x = _decode_pngs(payload["png"], shape, max_batch)
-        return x, want_labels
+            x, want_labels, refusal = await asyncio.wrap_future(
+                pool.submit(decode_body_safely, body, content_type, shape, max_batch))
+        except BrokenProcessPool:  # the worker died (killed, out of memory): start a fresh one next time
+            _drop_parser(pool)
+            raise Refusal(503, "the body parser was restarted; send the request again") from None
+        if refusal is not None:
+            raise Refusal(*refusal)
+        return torch.from_numpy(x), want_labels
 
     def validate(x: torch.Tensor) -> None:
         try:
@@ -245,7 +182,10 @@ def create_app(model: nn.Module, classes: list[str], labels_only: bool = False, 
 
     @app.exception_handler(Refusal)
     async def refused(request: Request, exc: Refusal) -> JSONResponse:
-        return JSONResponse(status_code=exc.status, content={"detail": exc.detail})
+        headers = {"Retry-After": "1"} if exc.status == 503 else None
+        if exc.status in (400, 408, 413, 503) and request.url.path == "/predict":
+            headers = {**(headers or {}), "Connection": "close"}  # the rest of the body was never read
+        return JSONResponse(status_code=exc.status, content={"detail": exc.detail}, headers=headers)
 
     @app.get("/health")
     async def health() -> dict:
@@ -257,8 +197,14 @@ def create_app(model: nn.Module, classes: list[str], labels_only: bool = False, 
     @app.post("/predict")
     async def predict(request: Request) -> JSONResponse:
         client = client_key(request)  # authentication before reading the body
-        body = await read_body(request)
-        x, want_labels = parse(body, request.headers.get("content-type", ""))
+        if not bodies.acquire(blocking=False):
+            raise Refusal(503, f"{max_bodies} request bodies are being received already; retry shortly")
+        try:
+            body = await read_body(request)
+            x, want_labels = await parse(body, request.headers.get("content-type", ""))
+            del body
+        finally:
+            bodies.release()
         validate(x)
         used, left = counter.charge(client, x.shape[0])
         labels_wanted = labels_only or want_labels
