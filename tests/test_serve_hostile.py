@@ -16,8 +16,8 @@ from fastapi.testclient import TestClient
 
 from advlab.attacks.blackbox.oracle import encode_array
 from advlab.models import create_model
-from advlab.serve import create_app, running_server
 from advlab.serve import app as app_module
+from advlab.serve import create_app, running_server
 from advlab.serve.app import WORKER_PARSE_BYTES
 
 SHAPE = (1, 28, 28)

@@ -12,5 +12,6 @@ from advlab.models.checkpoint import (
 from advlab.models.layers import Normalize
 from advlab.models.registry import ARCHITECTURES, architecture, build_model, create_model, model_args
 
-__all__ = ["ARCHITECTURES", "CheckpointMeta", "Normalize", "architecture", "build_model", "create_model", "load_checkpoint",
-           "load_model", "model_args", "read_checkpoint", "read_metadata", "save_checkpoint", "validate_metadata"]
+__all__ = ["ARCHITECTURES", "CheckpointMeta", "Normalize", "architecture", "build_model", "create_model",
+           "load_checkpoint", "load_model", "model_args", "read_checkpoint", "read_metadata", "save_checkpoint",
+           "validate_metadata"]

@@ -141,7 +141,7 @@ def create_app(model: nn.Module, classes: list[str], labels_only: bool = False, 
                 chunk = await asyncio.wait_for(stream.__anext__(), timeout=max(left, 0.001))
             except StopAsyncIteration:
                 break
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise Refusal(408, f"body not received within {body_timeout:g} s") from None
             except ClientDisconnect:  # the client is gone; nobody reads the answer, nothing to log
                 raise Refusal(400, "client disconnected before sending the whole body") from None
