@@ -28,6 +28,7 @@ from advlab.cli.common import (
     resolve_model,
 )
 from advlab.errors import AdvlabError
+from advlab.models import validate_metadata
 from advlab.report.blackbox_figures import (
     budget_grid,
     substitute_figure,
@@ -123,8 +124,10 @@ def make_oracle(args: argparse.Namespace, device: torch.device) -> tuple[Oracle,
         oracle = HttpOracle(args.oracle, token=args.token, budget=args.budget)
         return oracle, args.oracle, None
     model, meta = resolve_model(args.model, args, device)
-    shape = tuple(meta.get("input_shape") or ())
-    oracle = LocalOracle(model, labels_only=args.labels_only, budget=args.budget, input_shape=shape or None)
+    info = validate_metadata(meta, args.model)
+    if info.kind != "classifier":
+        raise AdvlabError(f"{args.model} is a {info.architecture} {info.kind}; an oracle needs a classifier")
+    oracle = LocalOracle(model, labels_only=args.labels_only, budget=args.budget, input_shape=info.input_shape)
     return oracle, f"in-process {args.model}", model
 
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from advlab.data import ImageDataset, load_dataset
 from advlab.errors import AdvlabError
-from advlab.models import architecture, load_checkpoint
+from advlab.models import architecture, load_checkpoint, validate_metadata
 from advlab.runtime import resolve_device
 from advlab.training import TrainConfig, default_config, train_model
 from advlab.training.trainer import SCHEDULES
@@ -196,14 +196,12 @@ def resolve_model(spec: str, args: argparse.Namespace, device: torch.device) -> 
 
 def check_model_fits(meta: dict, data: ImageDataset, source: str) -> None:
     """Refuse a model trained on another image shape or number of classes than the data."""
-    shape = tuple(meta.get("input_shape") or (meta["model_args"]["channels"], meta["model_args"]["size"],
-                                              meta["model_args"]["size"]))
-    if shape != data.shape:
-        raise AdvlabError(f"{source} takes images of shape {shape} ({meta.get('dataset', '?')}) but {data.name} "
+    info = validate_metadata(meta, source)
+    if info.input_shape != data.shape:
+        raise AdvlabError(f"{source} takes images of shape {info.input_shape} ({info.dataset or '?'}) but {data.name} "
                           f"images are {data.shape}; pass the matching --dataset")
-    classes = meta["model_args"].get("num_classes")
-    if classes is not None and classes != data.num_classes:
-        raise AdvlabError(f"{source} predicts {classes} classes but {data.name} has {data.num_classes}")
+    if info.kind == "classifier" and info.num_classes != data.num_classes:
+        raise AdvlabError(f"{source} predicts {info.num_classes} classes but {data.name} has {data.num_classes}")
 
 
 def device_from(args: argparse.Namespace) -> torch.device:

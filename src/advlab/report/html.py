@@ -37,11 +37,32 @@ def _table(table: dict) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
 
 
-def _figure(run: Path, fig: dict) -> str:
-    path = run / "figures" / fig["file"]
+MAX_FIGURE_BYTES = 64 * 2**20
+
+
+def figure_file(run: Path, name: str) -> Path:
+    """The file a section's figure names, which must lie inside the run folder: a relative name under
+    figures/ that, symbolic links resolved, stays inside the folder (no '../../etc/passwd', no
+    absolute path, no link leading out)."""
+    if not name or Path(name).is_absolute() or "\\" in name or ".." in Path(name).parts:
+        raise AdvlabError(f"{run}: figure {name!r} must be a file name inside figures/ (no absolute path or '..')")
+    path = run / "figures" / name
+    try:
+        inside = path.resolve(strict=True).is_relative_to(run.resolve(strict=True))
+    except (OSError, RuntimeError):  # missing, or a symbolic link loop
+        raise AdvlabError(f"{run} lists figure {name} but figures/{name} is missing") from None
+    if not inside:
+        raise AdvlabError(f"{run}: figures/{name} is a link leading out of the run folder; only files inside it "
+                          "are embedded")
     if not path.is_file():
-        raise AdvlabError(f"{run} lists figure {fig['file']} but figures/{fig['file']} is missing")
-    data = base64.b64encode(path.read_bytes()).decode()
+        raise AdvlabError(f"{run}: figures/{name} is not a regular file")
+    if path.stat().st_size > MAX_FIGURE_BYTES:
+        raise AdvlabError(f"{run}: figures/{name} is larger than {MAX_FIGURE_BYTES // 2**20} MiB")
+    return path
+
+
+def _figure(run: Path, fig: dict) -> str:
+    data = base64.b64encode(figure_file(run, fig["file"]).read_bytes()).decode()
     caption = html.escape(fig.get("caption", ""))
     return (f'<figure><img src="data:image/png;base64,{data}" alt="{caption}">'
             f"<figcaption>{caption}</figcaption></figure>")
@@ -53,9 +74,10 @@ def render_report(run: Path, name: str | None = None) -> str:
     from advlab.report.run import load_run
 
     config, metrics, sections = load_run(run)
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>advlab {html.escape(config.get('command', ''))}"
+    command = html.escape(str(config.get("command", "run")))
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>advlab {command}"
              f" report</title><style>{STYLE}</style></head><body>",
-             f"<h1>advlab {html.escape(config.get('command', 'run'))}</h1>",
+             f"<h1>advlab {command}</h1>",
              f"<p>Run folder <code>{html.escape(name or run.name)}</code>, advlab {__version__}.</p>"]
     for section in sections:
         parts.append(f"<section id='{html.escape(section.get('key', ''))}'><h2>{html.escape(section['title'])}</h2>")
