@@ -28,8 +28,12 @@ from advlab.cli.common import (
     check_model_fits,
     dataset_split,
     device_from,
+    nonnegative_float,
+    positive_float,
     positive_int,
+    probability,
     resolve_model,
+    seed_int,
 )
 from advlab.errors import AdvlabError
 from advlab.evaluation.robust import MinimalNormEvaluation, robust_accuracy
@@ -55,13 +59,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--token", default=None, help="bearer token for --oracle")
     p.add_argument("--budget", type=positive_int, default=None, help="total oracle queries allowed (black-box)")
     p.add_argument("--queries", type=positive_int, default=None, help="queries per image (black-box)")
-    p.add_argument("--p-init", type=float, default=None, help="Square Attack's initial patch fraction")
+    p.add_argument("--p-init", type=probability, default=None, help="Square Attack's initial patch fraction")
     p.add_argument("--labels-only", action="store_true", default=None, help="the oracle returns labels only")
-    p.add_argument("--eps", type=float, default=0.3, help="perturbation bound (ignored by the minimal-"
+    p.add_argument("--eps", type=nonnegative_float(), default=0.3, help="perturbation bound (ignored by the minimal-"
                    "perturbation attacks deepfool, cw, lbfgs) (default: %(default)s)")
     p.add_argument("--norm", default=None, choices=NORMS, help="threat model (default: linf; l2 for cw and lbfgs)")
     p.add_argument("--steps", type=positive_int, default=None, help="iterations (default: the attack's own)")
-    p.add_argument("--step-size", type=float, default=None, help="PGD/BIM/MI-FGSM step (default: the attack's own)")
+    p.add_argument("--step-size", type=positive_float(), default=None,
+                   help="PGD/BIM/MI-FGSM step (default: the attack's own)")
     p.add_argument("--restarts", type=positive_int, default=1, help="PGD random restarts (default: 1)")
     p.add_argument("--loss", default="ce", choices=("ce", "cw"), help="PGD/FGSM loss (default: ce)")
     p.add_argument("--targeted", action="store_true", help="aim at a class instead of any wrong one")
@@ -69,7 +74,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "class other than the true one, per image)")
     p.add_argument("--n", type=positive_int, default=1000, help="attack the first N test images (default: 1000)")
     p.add_argument("--batch-size", type=positive_int, default=250, help="images per batch (default: 250)")
-    p.add_argument("--seed", type=int, default=0, help="seed for random starts and targets (default: 0)")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed for random starts and targets (default: 0)")
     p.add_argument("--json", default=None, help="also write the metrics as JSON to this file")
     add_device_arg(p)
     add_out_arg(p)

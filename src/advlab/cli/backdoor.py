@@ -24,7 +24,10 @@ from advlab.cli.common import (
     add_progress_arg,
     dataset_split,
     device_from,
+    positive_float,
     positive_int,
+    probability,
+    seed_int,
 )
 from advlab.data import ImageDataset
 from advlab.detection import DETECTORS, detect, extract_features
@@ -243,10 +246,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patch-size", type=positive_int, default=3, help="patch side in pixels (default: %(default)s)")
     p.add_argument("--patch-location", choices=LOCATIONS, default="bottom-right")
     p.add_argument("--patch-pattern", choices=PATTERNS, default="checkerboard")
-    p.add_argument("--blend-alpha", type=float, default=0.1, help="noise/blend trigger weight (default: %(default)s)")
-    p.add_argument("--amplitude", type=float, default=20 / 255, help="periodic trigger amplitude in [0, 1] pixel "
+    p.add_argument("--blend-alpha", type=probability, default=0.1,
+                   help="noise/blend trigger weight (default: %(default)s)")
+    p.add_argument("--amplitude", type=probability, default=20 / 255, help="periodic trigger amplitude in [0, 1] pixel "
                    "units (default: 20/255, Barni et al. 2019)")
-    p.add_argument("--cycles", type=float, default=6.0, help="periodic trigger cycles across the image (default: 6)")
+    p.add_argument("--cycles", type=positive_float(), default=6.0,
+                   help="periodic trigger cycles across the image (default: 6)")
     p.add_argument("--pixels", type=int, choices=(1, 2, 3), default=1, help="pixel trigger: SPECTRE's 1-3 pixels")
     p.add_argument("--target", default=None, help="target class name or index (default: deer, else class 0)")
     p.add_argument("--source", default=None, help="take poisons from this class only (default: every other class)")
@@ -259,18 +264,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "linear layer) or a module name (default: %(default)s)")
     p.add_argument("--scan", choices=("target", "all"), default="target", help="classes the defenses examine "
                    "(default: the target class, SPECTRE's setting)")
-    p.add_argument("--k", type=int, default=None, help="SPECTRE's PCA dimension (default: chosen by op_k)")
-    p.add_argument("--max-k", type=int, default=MAX_K, help="cap on SPECTRE's k sweep (default: %(default)s)")
+    p.add_argument("--k", type=positive_int, default=None, help="SPECTRE's PCA dimension (default: chosen by op_k)")
+    p.add_argument("--max-k", type=positive_int, default=MAX_K, help="cap on SPECTRE's k sweep (default: %(default)s)")
     p.add_argument("--model", default=None, help="architecture (default: the data set's default)")
     p.add_argument("--width", type=positive_int, default=None, help="cifar_cnn base width (default: 32); 16 trains "
                    "about 3x faster on a CPU")
     p.add_argument("--epochs", type=positive_int, default=None, help="training epochs (default: the recipe's)")
-    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--lr", type=positive_float(), default=None)
     p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--train-subset", type=positive_int, default=None, help="train on this many random images")
     p.add_argument("--n-test", type=positive_int, default=None, help="evaluate on a fixed random subset of N "
                    "test images (default: all)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--force", action="store_true", help="retrain even when the cache has a model")
     p.add_argument("--save-poisoned", default=None, help="also write the poisoned set as an image folder with a "
                    "separate manifest.json of the poisoned files")

@@ -24,8 +24,13 @@ from advlab.cli.common import (
     check_model_fits,
     dataset_split,
     device_from,
+    nonnegative_float,
+    nonnegative_int,
+    positive_float,
     positive_int,
+    probability,
     resolve_model,
+    seed_int,
 )
 from advlab.errors import AdvlabError
 from advlab.models import validate_metadata
@@ -59,12 +64,13 @@ def add_blackbox_attack_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attack", default="square",
                    help=f"comma-separated black-box attacks: {', '.join(BLACKBOX_ATTACKS)} (default: %(default)s)")
     p.add_argument("--norm", choices=("linf", "l2"), default="linf")
-    p.add_argument("--eps", type=float, default=None, help="perturbation bound (default: 0.3 Linf, 2.0 L2)")
+    p.add_argument("--eps", type=nonnegative_float(), default=None,
+                   help="perturbation bound (default: 0.3 Linf, 2.0 L2)")
     p.add_argument("--n", type=positive_int, default=100, help="attack the first N test images")
     p.add_argument("--queries", type=positive_int, default=10_000, help="query limit per image (default 10000)")
     p.add_argument("--batch", type=positive_int, default=100, help="images attacked together")
-    p.add_argument("--p-init", type=float, default=None, help="Square: initial window fraction p")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--p-init", type=probability, default=None, help="Square: initial window fraction p")
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--whitebox-pgd", action="store_true",
                    help="also run white-box PGD-100 on the same images (in-process --model only)")
 
@@ -86,13 +92,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        "attack it with FGSM, measure transfer to the oracle")
     add_oracle_args(s)
     s.add_argument("--seeds", type=positive_int, default=150, help="held-out seed images (default 150)")
-    s.add_argument("--rounds", type=int, default=6, help="Jacobian augmentation rounds (default 6)")
-    s.add_argument("--lam", type=float, default=0.1, help="augmentation step lambda (default 0.1)")
+    s.add_argument("--rounds", type=nonnegative_int, default=6, help="Jacobian augmentation rounds (default 6)")
+    s.add_argument("--lam", type=positive_float(), default=0.1, help="augmentation step lambda (default 0.1)")
     s.add_argument("--substitute", default="mlp", help="substitute architecture (default: mlp, 200-200)")
     s.add_argument("--epochs", type=positive_int, default=10, help="substitute training epochs per round")
-    s.add_argument("--eps", type=float, default=0.3, help="FGSM eps on the substitute (default 0.3)")
+    s.add_argument("--eps", type=nonnegative_float(), default=0.3, help="FGSM eps on the substitute (default 0.3)")
     s.add_argument("--n-eval", type=positive_int, default=1000, help="test images for accuracy / transfer")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=seed_int, default=0)
     add_data_args(s)
     add_device_arg(s)
     add_out_arg(s)
@@ -104,7 +110,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated ARCH:HALF (HALF A or B of the training set, or 'full') (default: "
                    "%(default)s)")
     t.add_argument("--attack", choices=("fgsm", "pgd"), default="pgd")
-    t.add_argument("--eps", type=float, default=0.3)
+    t.add_argument("--eps", type=nonnegative_float(), default=0.3)
     t.add_argument("--steps", type=positive_int, default=40, help="PGD steps (default 40)")
     t.add_argument("--n", type=positive_int, default=500, help="test images (default 500)")
     add_data_args(t)

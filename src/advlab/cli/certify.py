@@ -19,7 +19,10 @@ from advlab.cli.common import (
     add_out_arg,
     add_progress_arg,
     check_model_fits,
+    open_fraction,
+    positive_float,
     positive_int,
+    seed_int,
 )
 from advlab.data import ImageDataset, load_dataset
 from advlab.defenses.noise import noise_config, train_noise_model
@@ -41,16 +44,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        "correctness; certified accuracy against radius as table, JSON and plot. Under torchrun the "
                        "images are sharded over the processes with the same results.")
     p.add_argument("checkpoint", help="a .safetensors checkpoint (ideally noise-trained: advlab defend --method noise)")
-    p.add_argument("--sigma", type=float, default=None,
+    p.add_argument("--sigma", type=positive_float(), default=None,
                    help="noise level on the [0, 1] pixel scale (default: the sigma the checkpoint was trained at)")
     p.add_argument("--n0", type=positive_int, default=100, help="selection samples (default: %(default)s)")
     p.add_argument("--n", type=positive_int, default=100_000, help="estimation samples (default: %(default)s)")
-    p.add_argument("--alpha", type=float, default=0.001, help="failure probability (default: %(default)s)")
+    p.add_argument("--alpha", type=open_fraction, default=0.001, help="failure probability (default: %(default)s)")
     p.add_argument("--n-images", type=positive_int, default=500, help="images to certify (default: %(default)s)")
     p.add_argument("--skip", type=positive_int, default=1,
                    help="certify every SKIP-th test image (Cohen et al.: 20, i.e. 500 of CIFAR-10's 10,000)")
     p.add_argument("--batch-size", type=positive_int, default=1000, help="noisy copies per forward pass")
-    p.add_argument("--seed", type=int, default=0, help="noise seed (each image's noise derives from it)")
+    p.add_argument("--seed", type=seed_int, default=0, help="noise seed (each image's noise derives from it)")
     add_data_args(p, dataset=None)
     add_device_arg(p)
     add_out_arg(p)

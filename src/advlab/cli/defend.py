@@ -12,7 +12,16 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from advlab.cli.common import add_training_args, dataset_split, device_from, training_config
+from advlab.cli.common import (
+    add_training_args,
+    dataset_split,
+    device_from,
+    nonnegative_float,
+    positive_float,
+    positive_int,
+    probability,
+    training_config,
+)
 from advlab.cli.train import run_training
 from advlab.defenses.adversarial import (
     FAST_STARTS,
@@ -114,13 +123,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        "gave about 90% under PGD at eps 0.3, these defaults 71-80%: docs/defenses.md). Runs unchanged "
                        "under torchrun, like advlab train.")
     p.add_argument("--method", required=True, choices=sorted(METHODS), help="the defense")
-    p.add_argument("--eps", type=float, default=0.3,
+    p.add_argument("--eps", type=nonnegative_float(), default=0.3,
                    help="augment/pgd/fast/nfgsm/gradalign: L-inf radius on the [0, 1] scale (default 0.3)")
-    p.add_argument("--alpha", type=float, default=0.5, help="augment: weight of the clean loss (default 0.5)")
-    p.add_argument("--steps", type=int, default=10, help="pgd: attack steps per training batch (default 10)")
-    p.add_argument("--step-size", type=float, default=None,
+    p.add_argument("--alpha", type=probability, default=0.5, help="augment: weight of the clean loss (default 0.5)")
+    p.add_argument("--steps", type=positive_int, default=10, help="pgd: attack steps per training batch (default 10)")
+    p.add_argument("--step-size", type=positive_float(), default=None,
                    help="pgd: default 2.5 * eps / steps; fast: default 1.25 * eps; nfgsm and gradalign: default eps")
-    p.add_argument("--align-weight", type=float, default=None, metavar="LAMBDA",
+    p.add_argument("--align-weight", type=nonnegative_float(), default=None, metavar="LAMBDA",
                    help="gradalign: weight of the gradient-alignment penalty (default 1.0)")
     p.add_argument("--random-start", action="store_true",
                    help="gradalign: take the FGSM step from a uniform random start in the ball (default: from x)")
@@ -128,17 +137,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="fast: where each FGSM step starts: random (default; uniform in the ball, Wong et al.) or "
                    "carry (where the sample's step of the previous epoch ended, ATTA: Zheng et al. 2020; needs "
                    "unaugmented training images)")
-    p.add_argument("--noise", type=float, default=2.0,
+    p.add_argument("--noise", type=nonnegative_float(), default=2.0,
                    help="nfgsm: the random start is uniform in the ball of NOISE * eps (default 2)")
-    p.add_argument("--eps-ramp", type=float, default=None, metavar="EPOCHS",
+    p.add_argument("--eps-ramp", type=nonnegative_float(), default=None, metavar="EPOCHS",
                    help="pgd/fast/nfgsm/gradalign: grow eps (and the step) linearly from 0 over the first EPOCHS "
                    "epochs")
-    p.add_argument("--stop-on-overfit", type=float, default=None, metavar="DROP",
+    p.add_argument("--stop-on-overfit", type=probability, default=None, metavar="DROP",
                    help="pgd/fast/nfgsm/gradalign: after each epoch, PGD-10 accuracy on 512 training images; stop and "
                    "restore the best epoch once it falls more than DROP (e.g. 0.2) below the best "
                    "(catastrophic overfitting)")
-    p.add_argument("--temperature", type=float, default=100.0, help="distill: softmax temperature T (default 100)")
-    p.add_argument("--sigma", type=float, default=None, help="noise: Gaussian noise level on the [0, 1] pixel scale")
+    p.add_argument("--temperature", type=positive_float(), default=100.0,
+                   help="distill: softmax temperature T (default 100)")
+    p.add_argument("--sigma", type=positive_float(), default=None,
+                   help="noise: Gaussian noise level on the [0, 1] pixel scale")
     add_training_args(p)
     p.set_defaults(func=run)
 

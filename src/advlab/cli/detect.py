@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from advlab.cli.common import open_fraction, positive_int
 from advlab.detection import DETECTORS, detect
 from advlab.detection.spectre import MAX_K
 from advlab.errors import AdvlabError
@@ -24,12 +27,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", required=True, help="(n,) .npy integer labels")
     p.add_argument("--method", choices=sorted(DETECTORS), default="spectre", help="detector (default: %(default)s)")
     budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--poison-fraction", type=float, default=None,
+    budget.add_argument("--poison-fraction", type=open_fraction, default=None,
                         help="assumed poison share of each scanned class (m_y = fraction x n_y)")
-    budget.add_argument("--m", type=int, default=None, help="assumed number of poisons in each scanned class")
+    budget.add_argument("--m", type=positive_int, default=None, help="assumed number of poisons in each scanned class")
     p.add_argument("--classes", default=None, help="comma-separated labels to scan (default: all)")
-    p.add_argument("--k", type=int, default=None, help="SPECTRE: fixed PCA dimension (default: chosen by op_k)")
-    p.add_argument("--max-k", type=int, default=MAX_K, help="SPECTRE: cap on the k sweep (default: %(default)s)")
+    p.add_argument("--k", type=positive_int, default=None,
+                   help="SPECTRE: fixed PCA dimension (default: chosen by op_k)")
+    p.add_argument("--max-k", type=positive_int, default=MAX_K,
+                   help="SPECTRE: cap on the k sweep (default: %(default)s)")
     p.add_argument("--out", required=True, help="scores.json to write")
     p.set_defaults(func=run)
 
@@ -51,7 +56,26 @@ def load_npy(path: str, what: str) -> np.ndarray:
         raise AdvlabError(f"{path} is not a readable .npy array ({str(exc).splitlines()[0][:120]})") from None
 
 
+def check_destination(path: str) -> None:
+    """Refuse an --out that cannot become a file, before any work: a folder, or a path under a file."""
+    out = Path(path)
+    if out.is_dir():
+        raise AdvlabError(f"--out {path} is a folder; name the scores file to write, e.g. {out / 'scores.json'}")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise AdvlabError(f"--out {path}: {parent} is a file, not a folder")
+            try:  # a real probe: permissions alone do not tell (root, read-only mounts, /proc)
+                fd, probe = tempfile.mkstemp(prefix=".advlab-probe-", dir=parent)
+                os.close(fd)
+                os.unlink(probe)
+            except OSError as exc:
+                raise AdvlabError(f"--out {path}: cannot write in {parent} ({exc.strerror})") from None
+            break
+
+
 def run(args: argparse.Namespace) -> int:
+    check_destination(args.out)
     if args.poison_fraction is None and args.m is None and args.method != "clustering":
         raise AdvlabError(f"--method {args.method} needs --poison-fraction or --m (the assumed number of poisons)")
     features = load_npy(args.features, "features")
@@ -72,7 +96,10 @@ def run(args: argparse.Namespace) -> int:
                "poison_fraction": args.poison_fraction, "m": args.m, "removed_count": int(result.removed.sum()),
                "removed": np.flatnonzero(result.removed).tolist(), "scores": result.scores.tolist(),
                "per_class": {str(c): v for c, v in result.per_class.items()}}
-    atomic_write(args.out, lambda tmp: tmp.write_text(json.dumps(payload, indent=1) + "\n"))
+    try:
+        atomic_write(args.out, lambda tmp: tmp.write_text(json.dumps(payload, indent=1) + "\n"))
+    except OSError as exc:
+        raise AdvlabError(f"could not write --out {args.out} ({exc.strerror or exc})") from None
     lines = [f"{args.method}: removed {payload['removed_count']} of {payload['n']} rows"]
     for c, info in result.per_class.items():
         extra = f", k = {info['k']}" if "k" in info else ""

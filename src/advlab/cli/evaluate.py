@@ -26,8 +26,11 @@ from advlab.cli.common import (
     dataset_split,
     device_from,
     float_list,
+    nonnegative_int,
+    positive_float,
     positive_int,
     resolve_model,
+    seed_int,
 )
 from advlab.errors import AdvlabError
 from advlab.evaluation.defense import DefenseEvaluation, evaluate_defense, summary_rows
@@ -54,13 +57,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=positive_int, default=1000, help="the first N test images (default 1000)")
     p.add_argument("--steps", type=positive_int, default=40, help="PGD steps (default 40)")
     p.add_argument("--restarts", type=positive_int, default=10, help="PGD random restarts (default 10)")
-    p.add_argument("--step-size", type=float, default=None, help="PGD step (default 2.5 * eps / steps)")
-    p.add_argument("--blackbox-n", type=int, default=100,
+    p.add_argument("--step-size", type=positive_float(), default=None, help="PGD step (default 2.5 * eps / steps)")
+    p.add_argument("--blackbox-n", type=nonnegative_int, default=100,
                    help="images for the black-box check, Square Attack at the largest eps (0: skip; default 100)")
     p.add_argument("--blackbox-queries", type=positive_int, default=1000, help="Square Attack queries per image")
-    p.add_argument("--unbounded-n", type=int, default=200,
+    p.add_argument("--unbounded-n", type=nonnegative_int, default=200,
                    help="images for the unbounded-attack check (0: skip; default 200)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--batch-size", type=positive_int, default=500)
     p.add_argument("--json", default=None, help="also write the metrics as JSON to this file")
     add_device_arg(p)

@@ -28,8 +28,10 @@ from advlab.cli.common import (
     check_model_fits,
     dataset_split,
     device_from,
+    positive_float,
     positive_int,
     resolve_model,
+    seed_int,
 )
 from advlab.errors import AdvlabError
 from advlab.report.physical_figures import destruction_rate_figure, patch_figure, patch_size_figure
@@ -43,13 +45,15 @@ KURAKIN_PHOTO = {"Kurakin fast eps 8/255": 0.333, "Kurakin iterative eps 8/255":
 
 
 def number_list(text: str) -> list[float]:
-    """Comma-separated numbers, each possibly a fraction such as 8/255."""
+    """Comma-separated numbers in (0, 1] (Linf budgets, shares of the image area), each possibly a
+    fraction such as 8/255."""
     try:
         values = [float(Fraction(v.strip())) for v in text.split(",") if v.strip()]
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 0.1,8/255, got {text!r}") from None
-    if not values or any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
+    except (ValueError, ZeroDivisionError, OverflowError):  # 1e400 overflows float(Fraction)
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers in (0, 1] such as 0.1,8/255, "
+                                         f"got {text!r}") from None
+    if not values or any(not 0 < v <= 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected numbers in (0, 1] (pixel values and image shares), got {text!r}")
     return values
 
 
@@ -72,7 +76,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, default=100, help="images per attack batch")
     p.add_argument("--random-subset", action="store_true", help="take the N test images by a fixed random "
                    "permutation (--seed) instead of the first N (a CIFAR-10 image folder is sorted by class)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the attacks and the simulation (default: 0)")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the attacks and the simulation (default: 0)")
     add_data_args(p)
     add_device_arg(p)
     add_out_arg(p)
@@ -90,11 +94,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="patch sizes as shares of the image area (default: 0.05,0.1,0.15,0.2)")
     q.add_argument("--steps", type=positive_int, default=300, help="optimization steps per patch (default: "
                    "%(default)s)")
-    q.add_argument("--lr", type=float, default=0.05, help="Adam learning rate on the patch (default: %(default)s)")
+    q.add_argument("--lr", type=positive_float(), default=0.05,
+                   help="Adam learning rate on the patch (default: %(default)s)")
     q.add_argument("--n-train", type=positive_int, default=1000, help="training images (from the train split)")
     q.add_argument("--n-test", type=positive_int, default=500, help="held-out test images (default: %(default)s)")
     q.add_argument("--draws", type=positive_int, default=5, help="random placements per test image")
-    q.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
+    q.add_argument("--seed", type=seed_int, default=0, help="seed (default: %(default)s)")
     q.add_argument("--random-subset", action="store_true", help="take the train and test images by a fixed random "
                    "permutation (--seed) instead of the first ones (a CIFAR-10 image folder is sorted by class)")
     add_data_args(q)

@@ -87,8 +87,9 @@ def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks:
     if not attacks:
         raise AdvlabError("give at least one attack")
     eps_sorted = sorted(float(e) for e in eps)
-    if not eps_sorted or eps_sorted[0] < 0:
-        raise AdvlabError(f"eps must be a non-empty list of non-negative numbers, got {list(eps)}")
+    # NaN compares false with everything: sorted() leaves it anywhere and no check below would fire
+    if not eps_sorted or not all(math.isfinite(e) and e >= 0 for e in eps_sorted):
+        raise AdvlabError(f"eps must be a non-empty list of finite non-negative numbers, got {list(eps)}")
     device = torch.device(device)
     clean_logits = _clean_logits(model, x, device, batch_size)
     correct = clean_logits.argmax(1) == y.cpu()
