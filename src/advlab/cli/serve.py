@@ -51,12 +51,27 @@ def build_app(args: argparse.Namespace):
     return app, info
 
 
+def _raise_open_file_limit() -> None:
+    """Every connection is a file descriptor: take the hard limit (the usual soft 1,024 would make a
+    thousand idle sockets refuse everyone else; the header timeout then closes them)."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = hard if hard != resource.RLIM_INFINITY else 65536
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (ImportError, ValueError, OSError):  # not on this platform, or not allowed: keep the limit
+        pass
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from advlab.serve import server_config
 
     app, info = build_app(args)
+    _raise_open_file_limit()
     print(f"serving {info.architecture} ({info.dataset or '?'}) on http://{args.host}:{args.port} "
           f"({'labels only' if args.labels_only else 'probabilities'}"
           f"{', token required' if args.token else ''}"

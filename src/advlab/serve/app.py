@@ -9,9 +9,12 @@ POST /predict takes a batch of images and returns probabilities (or only the top
 - multipart/form-data with one or more image files.
 
 Every request is checked before the model sees it; hostile input gets a 4xx and a one-line reason:
-400 malformed body or undecodable image, 401 missing token, 403 wrong token, 413 body or batch too
-large, 415 unsupported content type, 422 wrong shape / NaN / values outside [0, 1], 429 query budget
-spent. Queries are counted per client (its token, else its address) in images.
+400 malformed body or undecodable image, 401 missing token, 403 wrong token, 408 body not sent in
+time, 413 body or batch too large, 415 unsupported content type, 422 wrong shape / NaN / values
+outside [0, 1] / strings or oversized integers as numbers, 429 query budget spent; 503 when the
+limit of bodies received at once is reached (sent before the body is read). Queries are counted per
+client (its token, else its address) in images. Bodies above 1 MiB are parsed in a worker process:
+json.loads holds the GIL for seconds on a 32 MiB body and would stall every other request.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import multiprocessing
+import os
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -33,7 +37,7 @@ from torch import nn
 from advlab import __version__
 from advlab.attacks.blackbox.oracle import model_answers
 from advlab.errors import AdvlabError, check_images
-from advlab.serve.decode import Refusal, decode_body, decode_body_safely
+from advlab.serve.decode import Refusal, decode_body, decode_body_safely, follow_server
 
 DEFAULT_MAX_BATCH = 256
 DEFAULT_MAX_BODY = 32 * 2**20
@@ -55,7 +59,8 @@ def _parser() -> ProcessPoolExecutor:
         if _parser_pool is None:
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(["advlab.serve.decode"])
-            _parser_pool = ProcessPoolExecutor(max_workers=1, mp_context=context, max_tasks_per_child=64)
+            _parser_pool = ProcessPoolExecutor(max_workers=1, mp_context=context, max_tasks_per_child=64,
+                                               initializer=follow_server, initargs=(os.getpid(),))
         return _parser_pool
 
 

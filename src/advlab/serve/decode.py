@@ -15,6 +15,9 @@ import email.parser
 import email.policy
 import io
 import json
+import os
+import threading
+import time
 
 import numpy as np
 
@@ -185,3 +188,21 @@ def decode_body_safely(body: bytes, content_type: str, shape: tuple[int, int, in
         return x, labels, None
     except Refusal as exc:
         return None, False, (exc.status, exc.detail)
+
+
+def follow_server(server_pid: int, every: float = 1.0) -> None:
+    """Worker-process initializer: exit once the server process is gone. uvicorn ends on SIGTERM by
+    re-raising the signal after its shutdown, which skips the executor's own clean-up, and a worker
+    (forked from the forkserver, not from the server) would otherwise outlive it."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(every)
+            try:
+                os.kill(server_pid, 0)
+            except ProcessLookupError:
+                os._exit(0)
+            except PermissionError:  # the pid was reused by another user's process: the server is gone
+                os._exit(0)
+
+    threading.Thread(target=watch, name="follow-server", daemon=True).start()
