@@ -121,8 +121,12 @@ def test_bodies_beyond_the_limit_get_503_before_being_read(model):
         holder = _connect(url)
         holder.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                        b"Content-Length: 100000\r\n\r\n{")
-        time.sleep(0.3)  # the server is now receiving this body
-        refused = httpx.post(f"{url}/predict", json={"array": encode_array(torch.zeros(1, *SHAPE))})
+        deadline = time.monotonic() + 20  # until the server has begun receiving the held body (a loaded CPU)
+        while True:
+            refused = httpx.post(f"{url}/predict", json={"array": encode_array(torch.zeros(1, *SHAPE))})
+            if refused.status_code == 503 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
         start = time.perf_counter()
         assert httpx.get(f"{url}/health").status_code == 200
