@@ -81,7 +81,11 @@ def test_certify_writes_table_json_plot_and_per_image_records(noisy_checkpoint, 
 ])
 def test_certify_user_errors_are_one_line_and_leave_nothing(noisy_checkpoint, tmp_path, capsys, extra, message):
     out = tmp_path / "cert"
-    assert main(["certify", str(noisy_checkpoint), "--n", "10", "--n-images", "1", "--out", str(out), *extra]) == 2
+    try:
+        code = main(["certify", str(noisy_checkpoint), "--n", "10", "--n-images", "1", "--out", str(out), *extra])
+    except SystemExit as exc:  # argparse's own errors (--alpha, --sigma are checked while parsing)
+        code = exc.code
+    assert code == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err and "Traceback" not in err
     assert not out.exists()
