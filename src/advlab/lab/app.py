@@ -175,6 +175,7 @@ def create_lab_app(registry: ModelRegistry, token: str | None = None, max_jobs: 
     app = FastAPI(title="advlab lab", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.runner = runner
     app.state.registry = registry
+    app.state.poisoned = poisoned  # {"model": PoisonedModel once prepared}
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):
@@ -607,9 +608,5 @@ def create_lab_app(registry: ModelRegistry, token: str | None = None, max_jobs: 
         png = await run_in_threadpool(work)
         return Response(png, media_type="image/png",
                         headers={"Content-Disposition": f'attachment; filename="triptych-{result_id}.png"'})
-
-    @app.on_event("shutdown")
-    def stop_jobs() -> None:
-        runner.shutdown()
 
     return app
