@@ -72,10 +72,15 @@ def shoot(page, selector: str, name: str) -> None:
         page.locator(selector).screenshot(path=str(Path(SHOTS) / name))
 
 
+def until(page, condition: str, timeout: float = 60_000) -> None:
+    """Wait until the JavaScript expression holds (as a function: the page's CSP forbids eval)."""
+    page.wait_for_function("() => " + condition, timeout=timeout)
+
+
 def pick(page, index: int) -> None:
     page.fill("#pick-index", str(index))
     page.click("#pick")
-    page.wait_for_function(f"() => document.querySelector('#image-caption').textContent.includes('test image {index},')")
+    until(page, f"document.querySelector('#image-caption').textContent.includes('test image {index},')")
 
 
 def set_value(page, selector: str, value) -> None:
@@ -83,7 +88,7 @@ def set_value(page, selector: str, value) -> None:
 
 
 def wait_text(page, selector: str, timeout: float = 60_000) -> str:
-    page.wait_for_function(f"() => document.querySelector({selector!r}).textContent.trim().length > 0", timeout=timeout)
+    until(page, f"document.querySelector({selector!r}).textContent.trim().length > 0", timeout=timeout)
     return page.inner_text(selector).strip()
 
 
@@ -108,19 +113,18 @@ def test_pick_and_pgd_match_the_library(page, lab, lenet_mnist, mnist_test):
         response = page.request.get(page.eval_on_selector(link, "a => a.href"))
         assert response.ok and response.headers["content-type"].startswith(kind)
     shoot(page, "#panel-image", "lab-image.png")
-    shoot(page, "#panel-whitebox", "lab-whitebox.png")
 
     page.click("#wb-curve")
     page.wait_for_selector("#wb-curve-svg circle", timeout=60_000)
     assert page.locator("#wb-curve-svg circle").count() == 8
 
+    shoot(page, "#panel-whitebox", "lab-whitebox.png")
+
     page.fill("#phys-draws", "4")
     page.click("#phys-run")
-    summary = wait_text(page, "#phys-summary")
-    page.wait_for_function("() => document.querySelector('#phys-summary').textContent.includes('simulated photographs')")
+    until(page, "document.querySelector('#phys-summary').textContent.includes('simulated photographs')")
     assert page.locator("#phys-draws-shown figure").count() == 4
     shoot(page, "#panel-physical", "lab-physical.png")
-    assert summary
 
 
 def test_fooling_image_reaches_the_class(page):
@@ -155,9 +159,9 @@ def test_blackbox_can_be_cancelled(page):
     page.fill("#bb-eps", "0.01")
     page.fill("#bb-budget", "100000")
     page.click("#bb-run")
-    page.wait_for_function("() => Number(document.querySelector('#bb-queries').textContent) > 5", timeout=60_000)
+    until(page, "Number(document.querySelector('#bb-queries').textContent) > 5", timeout=60_000)
     page.click("#panel-blackbox button.cancel")
-    page.wait_for_function("() => document.querySelector('#blackbox-error').textContent === 'cancelled'", timeout=60_000)
+    until(page, "document.querySelector('#blackbox-error').textContent === 'cancelled'", timeout=60_000)
     assert int(page.inner_text("#bb-queries")) < 100000
 
 
@@ -177,7 +181,7 @@ def test_certify_and_the_attack_inside_the_radius(page):
 def test_backdoor_trigger_flips_the_prediction(page, lab, mnist_test):
     app, _ = lab
     page.click("#bd-prepare")
-    page.wait_for_function("() => document.querySelector('#backdoor-message').textContent === 'ready'", timeout=300_000)
+    until(page, "document.querySelector('#backdoor-message').textContent === 'ready'", timeout=300_000)
     built = app.state.poisoned["model"]
     target = built.summary["target"]
     # the first test image of another class that the poisoned model gets right and the trigger flips
@@ -191,13 +195,13 @@ def test_backdoor_trigger_flips_the_prediction(page, lab, mnist_test):
         else:
             pytest.fail("the poisoned model has no working backdoor on 200 test images")
     pick(page, index)
-    page.wait_for_function(f"() => document.querySelector('#bd-pred').dataset.index === '{clean}'")
+    until(page, f"document.querySelector('#bd-pred').dataset.index === '{clean}'")
     page.check("#bd-trigger")
-    page.wait_for_function(f"() => document.querySelector('#bd-pred').dataset.index === '{target}'")
+    until(page, f"document.querySelector('#bd-pred').dataset.index === '{target}'")
     assert page.get_attribute("#bd-projection", "src").startswith("data:image/png")
     shoot(page, "#panel-backdoor", "lab-backdoor.png")
     page.uncheck("#bd-trigger")
-    page.wait_for_function(f"() => document.querySelector('#bd-pred').dataset.index === '{clean}'")
+    until(page, f"document.querySelector('#bd-pred').dataset.index === '{clean}'")
 
 
 def test_upload_png_and_a_bomb(page, tmp_path):
@@ -208,7 +212,7 @@ def test_upload_png_and_a_bomb(page, tmp_path):
     image.paste(255, (28, 8, 36, 56))  # a white bar: something like a 1
     image.save(png)
     page.set_input_files("#upload", str(png))
-    page.wait_for_function("() => document.querySelector('#image-caption').textContent.startsWith('uploaded')")
+    until(page, "document.querySelector('#image-caption').textContent.startsWith('uploaded')")
     assert page.locator("#image-top5 .bar").count() == 5
     assert page.inner_text("#image-error") == ""
     bomb = tmp_path / "bomb.png"
