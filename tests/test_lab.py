@@ -208,3 +208,34 @@ def test_cli_refuses_a_public_bind_without_token(capsys):
 def test_cli_refuses_a_missing_checkpoint(capsys):
     assert main(["lab", "--model", "missing.safetensors", "--no-cache-models"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_serves_the_page_on_loopback(lenet_mnist):
+    """`advlab lab` as a user starts it: the printed URL answers, on 127.0.0.1 only."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    import httpx
+
+    _, _, checkpoint = lenet_mnist
+    process = subprocess.Popen([sys.executable, "-m", "advlab", "lab", "--model", str(checkpoint), "--port", "0",
+                                "--no-cache-models", "--token", "random"], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        line = ""
+        deadline = time.monotonic() + 120
+        while "open http" not in line:
+            assert time.monotonic() < deadline and process.poll() is None, f"the lab did not start: {line}"
+            line = process.stdout.readline()
+        url = re.search(r"open (http://\S+)", line).group(1)
+        assert url.startswith("http://127.0.0.1:") and "?token=" in url
+        base, token = url.split("?token=")
+        assert httpx.get(base, timeout=30).status_code == 200
+        assert httpx.get(base + "api/info", timeout=30).status_code == 401
+        info = httpx.get(base + "api/info", params={"token": token}, timeout=30).json()
+        assert info["models"][0]["path"] == str(checkpoint)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
