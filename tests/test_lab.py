@@ -125,6 +125,23 @@ def test_blackbox_budget_is_the_servers(lab):
     assert state["result"]["budget_exhausted"] and not state["result"]["success"]
 
 
+def test_blackbox_against_a_server_elsewhere_stops_at_its_budget(lab, lenet_mnist):
+    from advlab.serve import create_app, running_server
+
+    _, client = lab
+    model, meta, _ = lenet_mnist
+    image = pick(client, 0)["image"]
+    served = create_app(model, meta["classes"], query_budget=25, token="t0k", input_shape=(1, 28, 28))
+    with running_server(served) as url:
+        body = {"image": image, "attack": "square", "eps": 0.02, "budget": 1000, "url": url}
+        refused = finish(client, client.post("/api/jobs/blackbox", json=body).json())
+        assert refused["status"] == "error" and "token" in refused["error"]
+        state = finish(client, client.post("/api/jobs/blackbox", json={**body, "url_token": "t0k"}).json())
+    assert state["status"] == "done", state["error"]
+    assert state["result"]["queries"] == 25 and state["result"]["budget_exhausted"]
+    assert client.post("/api/jobs/blackbox", json={**body, "url": "file:///etc/passwd"}).status_code == 422
+
+
 def test_events_stream_ends_with_the_result(lab):
     _, client = lab
     started = client.post("/api/jobs/fooling", json={"target": 1}).json()

@@ -96,6 +96,9 @@ class BlackboxRequest(BaseModel):
     budget: int = Field(1000, ge=2, le=100_000)
     seed: int = Field(0, ge=0, le=2**31 - 1)
     target: int | None = Field(None, ge=0)
+    url: str | None = Field(None, max_length=500, pattern=r"^https?://[^\s]+$",
+                            description="an `advlab serve` elsewhere (empty: this model, served in-process)")
+    url_token: str | None = Field(None, max_length=500)
 
 
 class CertifyRequest(BaseModel):
@@ -378,9 +381,10 @@ def create_lab_app(registry: ModelRegistry, token: str | None = None, max_jobs: 
             x = record["x"]
             y = label_of(record, model)
             labels_only = body.attack == "hopskipjump"  # the decision-based attack gets labels only
-            served = create_app(model, entry.classes, labels_only=labels_only, query_budget=body.budget,
-                                input_shape=entry.input_shape)
-            # the attack may plan more queries than the budget: the server is what stops it
+            served = None if body.url else create_app(model, entry.classes, labels_only=labels_only,
+                                                      query_budget=body.budget, input_shape=entry.input_shape)
+            # in-process, the attack may plan more queries than the budget: the server is what stops it; a
+            # server elsewhere applies its own budget, and the oracle's local budget caps this run besides
             max_queries = body.budget * 10
             attack = (Square(eps=body.eps, norm=body.norm, max_queries=max_queries, seed=body.seed)
                       if body.attack == "square" else
@@ -395,14 +399,15 @@ def create_lab_app(registry: ModelRegistry, token: str | None = None, max_jobs: 
             attack.run = run_and_expose
             last_image = [0.0]
             history: list = []
+            oracles: list = []
 
             def server_count() -> int | None:
-                counter = getattr(served.state, "counter", None)
+                counter = getattr(served.state, "counter", None) if served is not None else None
                 return sum(counter.used.values()) if counter is not None and hasattr(counter, "used") else None
 
             def observe() -> None:
                 state = holder.get("state")
-                used = inner.used
+                used = oracles[0].used
                 fields = {"queries": used, "server_queries": server_count(), "budget": body.budget}
                 if state is not None:
                     loss = float(state.best_loss[0])
@@ -418,19 +423,31 @@ def create_lab_app(registry: ModelRegistry, token: str | None = None, max_jobs: 
                         fields["best_image"] = image_url(state.adv[0])
                 job.update(progress=used / body.budget, message=f"{used} of {body.budget} queries", **fields)
 
-            with running_server(served) as url:
-                inner = HttpOracle(url)
+            def attack_through(url: str, token: str | None, budget: int | None):
+                inner = HttpOracle(url, token=token, budget=budget)
+                oracles.append(inner)
                 try:
+                    if tuple(inner.input_shape or ()) != entry.input_shape:
+                        raise AdvlabError(f"the oracle at {url} takes {inner.input_shape}, not this image's "
+                                          f"{entry.input_shape}")
                     oracle = ObservedOracle(inner, job, observe)
-                    result = attack(oracle, x.unsqueeze(0).cpu(), torch.tensor([y]), target=body.target)
+                    return attack(oracle, x.unsqueeze(0).cpu(), torch.tensor([y]), target=body.target), inner
                 finally:
                     inner.close()
+
+            if body.url:
+                result, inner = attack_through(body.url, body.url_token, body.budget)
+                labels_only = inner.labels_only
+            else:
+                with running_server(served) as url:
+                    result, inner = attack_through(url, None, None)
             adv = result.adv[0].to(device)
-            stopped = ("the server refused the next query: budget spent" if result.extra["budget_exhausted"]
+            stopped = ("budget spent: the server refused the next query" if result.extra["budget_exhausted"]
                        else "the attack succeeded" if bool(result.success[0]) else "the attack gave up")
             numbers = {"attack": body.attack, "norm": body.norm, "eps": body.eps, "budget": body.budget,
                        "seed": body.seed, "label": y, "label_name": entry.classes[y], "target": body.target,
-                       "labels_only": labels_only, "success": bool(result.success[0]),
+                       "labels_only": labels_only, "oracle": body.url or "this model, served in-process",
+                       "success": bool(result.success[0]),
                        "adversarial_prediction": int(result.adv_pred[0]),
                        "adversarial_prediction_name": entry.classes[int(result.adv_pred[0])],
                        "queries": inner.used, "server_queries": server_count(),

@@ -257,9 +257,11 @@ function showBlackboxLive(live) {
 async function blackbox() {
   $("bb-outcome").textContent = "";
   $("bb-queries").textContent = "0";
-  const r = await runJob("blackbox", "/api/jobs/blackbox", { model: state.model.id, image: needImage(),
-    attack: $("bb-attack").value, norm: $("bb-norm").value, eps: Number($("bb-eps").value),
-    budget: Number($("bb-budget").value), seed: Number($("bb-seed").value || 0) }, showBlackboxLive);
+  const body = { model: state.model.id, image: needImage(), attack: $("bb-attack").value, norm: $("bb-norm").value,
+    eps: Number($("bb-eps").value), budget: Number($("bb-budget").value), seed: Number($("bb-seed").value || 0) };
+  if ($("bb-url").value.trim()) body.url = $("bb-url").value.trim();
+  if ($("bb-url-token").value) body.url_token = $("bb-url-token").value;
+  const r = await runJob("blackbox", "/api/jobs/blackbox", body, showBlackboxLive);
   state.result = r;
   $("bb-queries").textContent = r.queries;
   $("bb-budget-shown").textContent = r.budget;
