@@ -368,6 +368,11 @@ async function start() {
   selectModel(state.info.default_model);
   $("wb-eps").oninput = () => { $("wb-eps-value").textContent = Number($("wb-eps").value).toFixed(2); };
   $("wb-norm").onchange = () => { $("wb-eps").max = $("wb-norm").value === "l2" ? 10 : 1; };
+  $("wb-attack").onchange = () => {  // C&W and L-BFGS are L2 attacks; minimal-norm attacks ignore eps
+    const name = $("wb-attack").value;
+    if (name === "cw" || name === "lbfgs") { $("wb-norm").value = "l2"; $("wb-norm").onchange(); }
+    $("wb-eps").disabled = state.info.minimal_norm_attacks.includes(name);
+  };
   $("pick").onclick = guarded("image", pick);
   $("upload").onchange = guarded("image", upload);
   $("wb-run").onclick = guarded("whitebox", whitebox);
