@@ -142,6 +142,39 @@ def test_blackbox_against_a_server_elsewhere_stops_at_its_budget(lab, lenet_mnis
     assert client.post("/api/jobs/blackbox", json={**body, "url": "file:///etc/passwd"}).status_code == 422
 
 
+def test_a_long_job_does_not_block_the_page_and_cancels(lab):
+    _, client = lab
+    image = pick(client, 0)["image"]
+    started = client.post("/api/jobs/blackbox", json={"image": image, "eps": 0.01, "budget": 100_000}).json()
+    deadline = time.monotonic() + 120
+    while client.get(f"/api/jobs/{started['job']}").json()["live"].get("queries", 0) < 3:
+        assert time.monotonic() < deadline, "the black-box job never started querying"
+        time.sleep(0.05)
+    assert pick(client, 1)["label"] is not None  # answered while the attack runs in its worker thread
+    assert client.get(f"/api/jobs/{started['job']}").json()["status"] == "running"
+    assert client.post(f"/api/jobs/{started['job']}/cancel").status_code == 200
+    state = finish(client, started)
+    assert state["status"] == "cancelled" and state["live"]["queries"] < 100_000
+
+
+def test_the_queue_is_bounded(lenet_mnist):
+    _, _, checkpoint = lenet_mnist
+    app = create_lab_app(ModelRegistry([checkpoint], scan_cache=False), max_jobs=1, max_waiting=1)
+    client = TestClient(app)
+    image = pick(client, 0)["image"]
+    body = {"image": image, "eps": 0.01, "budget": 100_000}
+    first = client.post("/api/jobs/blackbox", json=body).json()
+    while client.get(f"/api/jobs/{first['job']}").json()["status"] == "queued":
+        time.sleep(0.02)
+    second = client.post("/api/jobs/blackbox", json=body).json()
+    third = client.post("/api/jobs/blackbox", json=body)
+    assert third.status_code == 429 and "waiting" in third.json()["detail"]
+    for started in (second, first):
+        client.post(f"/api/jobs/{started['job']}/cancel")
+        assert finish(client, started)["status"] == "cancelled"
+    app.state.runner.shutdown()
+
+
 def test_events_stream_ends_with_the_result(lab):
     _, client = lab
     started = client.post("/api/jobs/fooling", json={"target": 1}).json()
