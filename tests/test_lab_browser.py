@@ -229,3 +229,21 @@ def test_upload_png_and_a_bomb(page, tmp_path):
     error = wait_text(page, "#image-error")
     assert "decompression bomb" in error or "more than the limit" in error
     shoot(page, "#panel-image", "lab-upload-error.png")
+
+
+def test_the_page_carries_the_token(browser, lenet_mnist):
+    """With --token, the URL's ?token= reaches every API call, the event stream and the downloads."""
+    _, _, checkpoint = lenet_mnist
+    app = create_lab_app(ModelRegistry([checkpoint], scan_cache=False), token="tok3n")
+    with running_server(app) as url:
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(url + "/?token=tok3n")
+        page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+        pick(page, 2)
+        page.click("#fool-run")
+        assert "for 0" in wait_text(page, "#fool-caption")
+        page.goto(url + "/")  # without the token the page says what is wrong
+        until(page, "document.querySelector('#status').textContent.includes('missing token')")
+        context.close()
+    app.state.runner.shutdown()
