@@ -92,7 +92,7 @@ def run_advlab(attack_name: str, counting: CountingModel, x: torch.Tensor, y: to
         attack = Square(eps=args.eps, max_queries=counting.budget, p_init=args.p_init, seed=seed)
     else:
         attack = HopSkipJump(eps=args.tiny_eps, max_queries=counting.budget, init_evals=args.init_evals,
-                             max_evals=args.max_evals, seed=seed)
+                             max_evals=args.max_evals, gamma=args.gamma, seed=seed)
     try:
         attack(oracle, x, y)
     except (BudgetExhausted, QueryBudgetSpent):
@@ -170,12 +170,16 @@ def main() -> None:
     p.add_argument("--hsj-queries", type=int, default=1000)
     p.add_argument("--init-evals", type=int, default=100)
     p.add_argument("--max-evals", type=int, default=1000)
+    p.add_argument("--gamma", type=float, default=None, help="advlab HopSkipJump's gamma (default: its own)")
+    p.add_argument("--libraries", default="advlab,art")
     p.add_argument("--attacks", default="square,hopskipjump")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (each library, each seed)")
     p.add_argument("--out", required=True)
     args = p.parse_args()
     torch.set_num_threads(1)
     args.budget = {"square": args.square_queries, "hopskipjump": args.hsj_queries}
+    if args.gamma is None:
+        args.gamma = HopSkipJump().gamma
     model, meta = load_checkpoint(args.checkpoint)
     model.eval()
     x, y = mnist_test(Path(args.data_dir) / "mnist", args.offset + 4 * args.n)
@@ -185,12 +189,13 @@ def main() -> None:
     x, y = x[correct][:args.n], y[correct][:args.n]
     out = {"model": args.name, "checkpoint": str(args.checkpoint), "test_accuracy": meta.get("test_accuracy"),
            "images": len(x), "offset": args.offset, "eps": args.eps, "p_init": args.p_init,
-           "init_evals": args.init_evals, "max_evals": args.max_evals, "budgets": args.budget, "results": {}}
+           "init_evals": args.init_evals, "max_evals": args.max_evals,
+           "advlab_gamma": args.gamma, "budgets": args.budget, "results": {}}
     for attack_name in args.attacks.split(","):
         budget = args.budget[attack_name]
         grid = sorted({q for q in (10, 25, 50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 2500, 5000) if q <= budget}
                       | {budget})
-        for library in ("advlab", "art"):
+        for library in args.libraries.split(","):
             for seed in [int(s) for s in args.seeds.split(",")]:
                 run = per_image(attack_name, library, model, x, y, args, seed)
                 s = summarize(run["records"], budget, args.eps, grid)

@@ -326,3 +326,23 @@ def test_blackbox_command_writes_a_run_and_refuses_mistakes(lenet_mnist, tmp_pat
     err = capsys.readouterr().err
     assert "unknown black-box attack" in err and "cannot reach" in err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_substitute_command_counts_only_the_attackers_labels(lenet_mnist, tmp_path):
+    import json
+
+    from advlab.cli.main import main
+
+    out = tmp_path / "sub"
+    code = main(["substitute", "--model", str(lenet_mnist[2]), "--labels-only", "--seeds", "10", "--rounds", "2",
+                 "--epochs", "1", "--tau", "1", "--n-eval", "20", "--budget", "30", "--ensemble", "lenet",
+                 "--craft", "pgd", "--out", str(out), "--no-progress", "--device", "cpu"])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [h["oracle_queries"] for h in metrics["history"]] == [10, 20, 30]  # 40 would pass the budget
+    assert metrics["oracle_queries_used"] == metrics["oracle_labels"] == 30 and metrics["budget_exhausted"]
+    assert metrics["final"]["substitutes"] == ["mlp", "lenet"] and 0 <= metrics["final"]["transfer_rate"] <= 1
+    assert [h["step"] for h in metrics["history"]] == [0.1, -0.1, 0.1]
+    assert main(["substitute", "--model", str(lenet_mnist[2]), "--ensemble", "nope", "--out",
+                 str(tmp_path / "x")]) == 2
+    assert not (tmp_path / "x").exists()
