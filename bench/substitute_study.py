@@ -150,12 +150,26 @@ def part_transfer(args, model, seeds, eval_x, eval_y) -> dict:
     return {"oracle_labels": labels, "training_set": len(data_x), "mlp_history": history, "rows": rows}
 
 
+def part_labels(args, model, seeds, eval_x, eval_y) -> dict:
+    """Share of each round's new points whose oracle label differs from their parent's (Adam, MLP)."""
+    oracle = LocalOracle(model, labels_only=True)
+    trainer = SubstituteTraining(architecture=args.substitute, rounds=args.rounds, epochs=10, seed=args.seed)
+    trainer.train(oracle, seeds, progress=False)
+    _, y = trainer.training_set
+    n, changed = len(seeds), []
+    while n < len(y):  # S_{r+1} = S_r followed by the augmented S_r: the parent of point n + i is i
+        changed.append(float((y[n:2 * n] != y[:n]).float().mean()))
+        n *= 2
+    print("new points labeled differently from their parent, per round:", changed)
+    return {"label_changed_share": changed, "oracle_labels": oracle.used}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="oracle: checkpoint or cached architecture name")
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--part", choices=("rounds", "transfer"), required=True)
+    p.add_argument("--part", choices=("rounds", "transfer", "labels"), required=True)
     p.add_argument("--substitute", default="mlp")
     p.add_argument("--cnn", default="lenet", help="CNN substitutes for part transfer (comma-separated)")
     p.add_argument("--seeds", type=int, default=150)
@@ -172,7 +186,8 @@ def main() -> None:
     eval_x, eval_y = test.subset(slice(args.seeds, args.seeds + args.n_eval)).tensors()
     result = {"oracle": args.model, "oracle_test_accuracy": meta.get("test_accuracy"), "seeds": args.seeds,
               "rounds": args.rounds, "n_eval": args.n_eval, "dataset": args.dataset}
-    result[args.part] = (part_rounds if args.part == "rounds" else part_transfer)(args, model, seeds, eval_x, eval_y)
+    part = {"rounds": part_rounds, "transfer": part_transfer, "labels": part_labels}[args.part]
+    result[args.part] = part(args, model, seeds, eval_x, eval_y)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
 
