@@ -93,7 +93,7 @@ ATTACKS = [  # name, attack, labels only, norm, eps, per-image query limit
     ("nes", NES(eps=0.3, max_queries=1000, samples=10, step_size=0.05), False, "linf", 0.3, 1000),
     ("zoo", ZOO(eps=0.3, max_queries=2500, coords_per_step=128, lr=0.3), False, "linf", 0.3, 2500),
     # HopSkipJump at Linf 0.3 and 300 queries sits on a knife edge on this LeNet (ART's HopSkipJump
-    # gets 0-2 of 6 there too, and the median smallest distance at 300 queries is 0.31-0.33 for both:
+    # gets 0-2 of 6 there too, and the median smallest distance at 300 queries is 0.30-0.33 for both:
     # bench/blackbox_peers.py); 0.5 is far above it. Its convergence is tested against a closed form below.
     ("hopskipjump", HopSkipJump(eps=0.5, max_queries=300, init_evals=20, max_evals=50), True, "linf", 0.5, 300),
 ]
