@@ -17,7 +17,13 @@ from advlab.attacks.blackbox import (
     finite_difference_gradient,
     nes_gradient,
 )
-from advlab.attacks.blackbox.substitute import SubstituteTraining, jacobian_augmentation
+from advlab.attacks.blackbox.substitute import (
+    SubstituteEnsemble,
+    SubstituteTraining,
+    jacobian_augmentation,
+    periodic_step,
+    reservoir_sample,
+)
 from advlab.errors import AdvlabError
 from advlab.evaluation.transfer import parse_model_specs, split_halves, transfer_matrix
 from advlab.models import Normalize
@@ -86,7 +92,10 @@ ATTACKS = [  # name, attack, labels only, norm, eps, per-image query limit
     ("square-l2", Square(eps=4.0, norm="l2", max_queries=250), False, "l2", 4.0, 250),
     ("nes", NES(eps=0.3, max_queries=1000, samples=10, step_size=0.05), False, "linf", 0.3, 1000),
     ("zoo", ZOO(eps=0.3, max_queries=2500, coords_per_step=128, lr=0.3), False, "linf", 0.3, 2500),
-    ("hopskipjump", HopSkipJump(eps=0.3, max_queries=300, init_evals=20, max_evals=50), True, "linf", 0.3, 300),
+    # HopSkipJump at Linf 0.3 and 300 queries sits on a knife edge on this LeNet (ART's HopSkipJump
+    # gets 0-2 of 6 there too, and the median smallest distance at 300 queries is 0.30-0.33 for both:
+    # bench/blackbox_peers.py); 0.5 is far above it. Its convergence is tested against a closed form below.
+    ("hopskipjump", HopSkipJump(eps=0.5, max_queries=300, init_evals=20, max_evals=50), True, "linf", 0.5, 300),
 ]
 
 
@@ -167,15 +176,118 @@ def test_substitute_training_follows_papernot(lenet_mnist, mnist_test):
     model = lenet_mnist[0]
     seeds, _ = mnist_test.subset(slice(0, 20)).tensors()
     eval_x, eval_y = mnist_test.subset(slice(20, 120)).tensors()
-    oracle = LocalOracle(model)
+    oracle = LocalOracle(model, labels_only=True)
     trainer = SubstituteTraining(architecture="mlp", rounds=2, lam=0.1, epochs=2)
-    substitute, history = trainer.train(oracle, seeds, eval_x, eval_y, LocalOracle(model), progress=False)
-    assert [h["oracle_queries"] for h in history] == [20, 40, 80]  # |S_0| * 2^rho labels
-    assert oracle.used == 80 and [h["training_set"] for h in history] == [20, 40, 80]
+    substitute, history = trainer.train(oracle, seeds, eval_x, eval_y, oracle, progress=False)
+    assert [h["oracle_queries"] for h in history] == [20, 40, 80]  # |S_0| * 2^rho labels, evaluation not counted
+    assert [h["training_set"] for h in history] == [20, 40, 80]
     assert all(0 <= h["transfer_rate"] <= 1 for h in history)
-    augmented = jacobian_augmentation(substitute, seeds, oracle.labels(seeds), 0.1)
-    step = (augmented - seeds).abs()
-    assert float(step.max()) <= 0.1 + 1e-6 and float(step.max()) > 0.09
+    data_x, data_y = trainer.training_set
+    assert torch.equal(data_x[:20], seeds) and torch.equal(data_y, model(data_x).argmax(1))  # oracle labels only
+
+
+def _linear_substitute():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.Tanh(), nn.Linear(8, 3)).eval()
+
+
+def test_augmentation_steps_along_the_sign_of_the_oracle_labels_jacobian_row():
+    substitute = _linear_substitute()
+    x = torch.rand(5, 1, 4, 4)
+    x[:, :, 0] = 0.0  # a row on the box's lower face: negative steps there must be clipped
+    x[:, :, 1] = 1.0
+    labels = torch.tensor([0, 1, 2, 1, 0])  # the oracle's labels, not the substitute's
+    for output, lam in (("probs", 0.1), ("logits", 0.1), ("logits", -0.05)):
+        new = jacobian_augmentation(substitute, x, labels, lam, output=output)
+        for i in range(len(x)):
+            def f(z, output=output):
+                out = substitute(z[None])[0]
+                return out.softmax(0) if output == "probs" else out
+            row = torch.autograd.functional.jacobian(f, x[i])[labels[i]]  # J_F(x)[O(x)], shape of x
+            expected = (x[i] + lam * row.sign()).clamp(0, 1)
+            assert torch.allclose(new[i], expected, atol=1e-6)
+        assert float(new.min()) >= 0 and float(new.max()) <= 1
+        moved = (new - x).abs()
+        assert float(moved.max()) <= abs(lam) + 1e-6
+        inside = (x > abs(lam)) & (x < 1 - abs(lam))
+        assert torch.allclose(moved[inside], torch.full_like(moved[inside], abs(lam)), atol=1e-6)
+
+
+def test_periodic_step_size_and_reservoir():
+    # lambda_rho = lambda * (-1)^floor(rho / tau) (Papernot et al. 2017, Sec. 6.2)
+    assert [periodic_step(0.1, rho, 3) for rho in range(7)] == [0.1, 0.1, 0.1, -0.1, -0.1, -0.1, 0.1]
+    assert [periodic_step(0.1, rho, None) for rho in range(3)] == [0.1] * 3
+    assert [periodic_step(0.2, rho, 1) for rho in range(3)] == [0.2, -0.2, 0.2]
+    g = torch.Generator().manual_seed(0)
+    pick = reservoir_sample(100, 10, g)
+    assert len(pick) == 10 == len(set(pick.tolist())) and int(pick.min()) >= 0 and int(pick.max()) < 100
+    assert torch.equal(reservoir_sample(5, 10, g), torch.arange(5))
+    counts = torch.zeros(20)
+    for _ in range(400):  # each item kept with probability k / n
+        counts[reservoir_sample(20, 5, g)] += 1
+    assert float((counts / 400 - 0.25).abs().max()) < 0.12
+
+
+def test_substitute_rounds_count_labels_and_stay_within_the_budget(lenet_mnist, mnist_test):
+    model = lenet_mnist[0]
+    seeds, _ = mnist_test.subset(slice(0, 16)).tensors()
+    # reservoir from round 1 on: 16, +16 (all of S_0), then +kappa per round
+    oracle = LocalOracle(model, labels_only=True)
+    trainer = SubstituteTraining(architecture="mlp", rounds=4, epochs=1, tau=2, reservoir_from=1, reservoir_size=6)
+    _, history = trainer.train(oracle, seeds, progress=False)
+    assert [h["oracle_queries"] for h in history] == [16, 32, 38, 44, 50] and oracle.used == 50
+    assert [h["step"] for h in history] == [0.1, 0.1, -0.1, -0.1, 0.1]
+    # a budget that ends inside round 2: only the points that fit are labeled, then the rounds stop
+    oracle = LocalOracle(model, labels_only=True, budget=40)
+    trainer = SubstituteTraining(architecture="mlp", rounds=4, epochs=1)
+    _, history = trainer.train(oracle, seeds, progress=False)
+    assert oracle.used == 40 and trainer.budget_exhausted
+    assert [h["oracle_queries"] for h in history] == [16, 32, 40]
+    assert len(trainer.training_set[0]) == 40
+    with pytest.raises(BudgetExhausted):  # not even the seeds fit
+        SubstituteTraining(rounds=1, epochs=1).train(LocalOracle(model, budget=10), seeds, progress=False)
+
+
+def test_ensemble_averages_logits_and_input_diversity_keeps_the_bound(lenet_mnist, mnist_batch):
+    from advlab.attacks.mifgsm import MIFGSM, input_diversity
+
+    a, b = _linear_substitute(), nn.Sequential(nn.Flatten(), nn.Linear(16, 3)).eval()
+    z = torch.rand(4, 1, 4, 4)
+    assert torch.allclose(SubstituteEnsemble([a, b])(z), (a(z) + b(z)) / 2)
+    x, y = mnist_batch
+    g = torch.Generator().manual_seed(0)
+    shrunk = input_diversity(x[:4], 1.0, 0.8, g)
+    assert shrunk.shape == x[:4].shape and not torch.equal(shrunk, x[:4])
+    assert torch.equal(input_diversity(x[:4], 0.0, 0.8, g), x[:4])
+    result = MIFGSM(eps=0.3, steps=5, diversity=0.5)(lenet_mnist[0], x[:16], y[:16])
+    assert float(result.norms["linf"].max()) <= 0.3 + 1e-6 and float(result.success.float().mean()) > 0.5
+
+
+def test_hopskipjump_converges_to_the_closed_form_distance_of_a_linear_model():
+    """For a linear two-class model f(x) = v.x the smallest Linf step to the boundary is |v.x| / ||v||_1
+    (the box does not bind here); HopSkipJump, from labels only, must never beat it (every queried
+    point is checked) and must come within 1.6x of it in 1,000 queries (it reaches 1.05-1.31x)."""
+    g = torch.Generator().manual_seed(0)
+    lin = nn.Linear(16, 2)
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(2, 16, generator=g))
+        lin.bias.zero_()
+    model = nn.Sequential(nn.Flatten(), lin).eval()
+    v = (lin.weight[1] - lin.weight[0]).detach()
+    base = torch.rand(8, 16, generator=g) * 0.3 + 0.35
+    base = base - ((base @ v) / v.abs().sum())[:, None] * v.sign()  # onto the boundary v.x = 0
+    side = torch.tensor([1.0, -1.0] * 4)
+    closed_form = torch.linspace(0.05, 0.12, 8)
+    x = (base + (side * closed_form)[:, None] * v.sign()).view(8, 1, 4, 4)
+    y = (side > 0).long()
+    assert torch.allclose((x.flatten(1) @ v).abs() / v.abs().sum(), closed_form, atol=1e-5)
+    result = HopSkipJump(eps=1e-4, max_queries=1000, init_evals=20, max_evals=100)(
+        LocalOracle(model, labels_only=True), x, y)
+    ratio = result.extra["min_adv_distance"] / closed_form
+    assert bool((ratio >= 1 - 1e-4).all()) and bool((ratio <= 1.6).all())
+    broken = HopSkipJump(eps=0.3, max_queries=300, init_evals=20, max_evals=100)(
+        LocalOracle(model, labels_only=True), x, y)
+    assert bool(broken.success.all())  # 0.3 is at least 2.5x the distance of every image
 
 
 def test_transfer_matrix_and_disjoint_halves(lenet_mnist, mnist_test, mnist_batch):
@@ -214,3 +326,23 @@ def test_blackbox_command_writes_a_run_and_refuses_mistakes(lenet_mnist, tmp_pat
     err = capsys.readouterr().err
     assert "unknown black-box attack" in err and "cannot reach" in err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_substitute_command_counts_only_the_attackers_labels(lenet_mnist, tmp_path):
+    import json
+
+    from advlab.cli.main import main
+
+    out = tmp_path / "sub"
+    code = main(["substitute", "--model", str(lenet_mnist[2]), "--labels-only", "--seeds", "10", "--rounds", "2",
+                 "--epochs", "1", "--tau", "1", "--n-eval", "20", "--budget", "30", "--ensemble", "lenet",
+                 "--craft", "pgd", "--out", str(out), "--no-progress", "--device", "cpu"])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [h["oracle_queries"] for h in metrics["history"]] == [10, 20, 30]  # 40 would pass the budget
+    assert metrics["oracle_queries_used"] == metrics["oracle_labels"] == 30 and metrics["budget_exhausted"]
+    assert metrics["final"]["substitutes"] == ["mlp", "lenet"] and 0 <= metrics["final"]["transfer_rate"] <= 1
+    assert [h["step"] for h in metrics["history"]] == [0.1, -0.1, 0.1]
+    assert main(["substitute", "--model", str(lenet_mnist[2]), "--ensemble", "nope", "--out",
+                 str(tmp_path / "x")]) == 2
+    assert not (tmp_path / "x").exists()

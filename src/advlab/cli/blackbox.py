@@ -98,6 +98,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--epochs", type=positive_int, default=10, help="substitute training epochs per round")
     s.add_argument("--eps", type=nonnegative_float(), default=0.3, help="FGSM eps on the substitute (default 0.3)")
     s.add_argument("--n-eval", type=positive_int, default=1000, help="test images for accuracy / transfer")
+    s.add_argument("--tau", type=positive_int, default=None,
+                   help="periodic step size: lambda * (-1)^floor(round / tau) (default: constant lambda)")
+    s.add_argument("--reservoir-from", type=positive_int, default=None,
+                   help="from this round on, augment only --reservoir-size points drawn from the set")
+    s.add_argument("--reservoir-size", type=positive_int, default=400, help="reservoir size kappa (default 400)")
+    s.add_argument("--optimizer", choices=("adam", "sgd"), default="adam",
+                   help="substitute training: adam (lr 1e-3, batch 32) or sgd (the paper's: lr 1e-2, momentum 0.9)")
+    s.add_argument("--lr", type=positive_float(), default=None,
+                   help="substitute learning rate (default: 1e-3 adam, 1e-2 sgd)")
+    s.add_argument("--batch-size", type=positive_int, default=None, help="default: 32 adam, 128 sgd")
+    s.add_argument("--jacobian", choices=("probs", "logits"), default="probs",
+                   help="augment along the softmax's Jacobian row (the paper) or the logit's")
+    s.add_argument("--ensemble", default="",
+                   help="comma-separated extra substitute architectures trained on the same labeled set (no "
+                   "new queries); the final examples are crafted on the mean of all substitutes' logits")
+    s.add_argument("--craft", choices=("fgsm", "pgd", "mifgsm", "mifgsm-di"), default="fgsm",
+                   help="attack crafting the final examples: FGSM (the paper), PGD-10 (step 2.5 eps/10), MI-FGSM, "
+                   "or MI-FGSM with input diversity (10 steps, decay 1)")
     s.add_argument("--seed", type=seed_int, default=0)
     add_data_args(s)
     add_device_arg(s)
@@ -290,43 +308,86 @@ def run_oracle_attack(args: argparse.Namespace) -> int:
 
 
 # --- substitute training ---
+def crafting_attack(name: str, eps: float):
+    from advlab.attacks import FGSM
+    from advlab.attacks.mifgsm import MIFGSM
+
+    if name == "fgsm":
+        return FGSM(eps=eps, norm="linf")
+    if name == "pgd":
+        from advlab.attacks import PGD
+
+        return PGD(eps=eps, steps=10, step_size=0.25 * eps, norm="linf", random_start=False)
+    return MIFGSM(eps=eps, steps=10, decay=1.0, diversity=0.5 if name == "mifgsm-di" else 0.0)
+
+
 def run_substitute(args: argparse.Namespace) -> int:
-    from advlab.attacks.blackbox.substitute import SubstituteTraining
+    from advlab.attacks.blackbox.substitute import SubstituteEnsemble, SubstituteTraining
+    from advlab.models import architecture
 
     device = device_from(args)
     test = dataset_split(args, "test")
     if args.seeds + args.n_eval > len(test):
         raise AdvlabError(f"--seeds + --n-eval must fit in the {len(test)} test images")
+    extra = [a.strip() for a in args.ensemble.split(",") if a.strip()]
+    for name in [args.substitute, *extra]:
+        architecture(name)  # unknown names fail before any query
+    lr = args.lr if args.lr is not None else (1e-3 if args.optimizer == "adam" else 1e-2)
+    batch_size = args.batch_size or (32 if args.optimizer == "adam" else 128)
+    trainer = SubstituteTraining(architecture=args.substitute, dataset=args.dataset, rounds=args.rounds,
+                                 lam=args.lam, epochs=args.epochs, lr=lr, batch_size=batch_size, fgsm_eps=args.eps,
+                                 seed=args.seed, tau=args.tau, reservoir_from=args.reservoir_from,
+                                 reservoir_size=args.reservoir_size, optimizer=args.optimizer, jacobian=args.jacobian)
+    craft = crafting_attack(args.craft, args.eps)
     oracle, described, model = make_oracle(args, device)
-    eval_oracle = oracle
-    if model is not None:  # evaluation queries are not the attacker's: count them on a separate oracle
-        eval_oracle = LocalOracle(model, input_shape=oracle.input_shape)
+    # evaluation queries are not the attacker's: they go to a separate oracle, outside --budget
+    if model is not None:
+        eval_oracle = LocalOracle(model, labels_only=oracle.labels_only, input_shape=oracle.input_shape)
+    else:
+        eval_oracle = HttpOracle(args.oracle, token=args.token)
     seeds_x, _ = test.subset(slice(0, args.seeds)).tensors()
     eval_x, eval_y = test.subset(slice(args.seeds, args.seeds + args.n_eval)).tensors()
-    trainer = SubstituteTraining(architecture=args.substitute, dataset=args.dataset, rounds=args.rounds,
-                                 lam=args.lam, epochs=args.epochs, fgsm_eps=args.eps, seed=args.seed)
-    config = {"oracle": described, "seeds": args.seeds, "rounds": args.rounds, "lambda": args.lam,
-              "substitute": args.substitute, "epochs_per_round": args.epochs, "fgsm_eps": args.eps,
-              "n_eval": args.n_eval, "dataset": args.dataset}
+    config = {"oracle": described, "labels_only": oracle.labels_only, "budget": args.budget, "seeds": args.seeds,
+              "rounds": args.rounds, "lambda": args.lam, "tau": args.tau, "reservoir_from": args.reservoir_from,
+              "reservoir_size": args.reservoir_size, "substitute": args.substitute, "ensemble": extra,
+              "optimizer": args.optimizer, "lr": lr, "batch_size": batch_size, "jacobian": args.jacobian,
+              "epochs_per_round": args.epochs, "eps": args.eps, "craft": args.craft, "n_eval": args.n_eval,
+              "dataset": args.dataset}
     with RunDir(args.out, "substitute", config) as run_dir:
         substitute, history = trainer.train(oracle, seeds_x, eval_x, eval_y, eval_oracle, device=device,
                                             progress=args.progress)
-        run_dir.metrics = {"history": history, "oracle_queries": oracle.used}
+        data_x, data_y = trainer.training_set
+        generator = torch.Generator().manual_seed(args.seed)
+        members = [substitute] + [trainer.fit(name, data_x, data_y, oracle.num_classes or 10, generator)
+                                  for name in extra]
+        final_model = members[0] if len(members) == 1 else SubstituteEnsemble(members)
+        final = trainer.evaluate(final_model, eval_x.to(device), eval_y.to(device), eval_oracle, attack=craft)
+        final.update({"substitutes": [args.substitute, *extra], "craft": args.craft,
+                      "oracle_labels": history[-1]["oracle_queries"]})
+        run_dir.metrics = {"history": history, "final": final, "oracle_labels": history[-1]["oracle_queries"],
+                           "oracle_queries_used": oracle.used, "budget_exhausted": trainer.budget_exhausted}
         fig = substitute_figure(history, run_dir.figure_path("substitute.png"),
                                 f"{args.substitute} substitute of {described}")
-        table = {"columns": ["round", "oracle queries", "training set", "substitute accuracy", "transfer rate"],
+        table = {"columns": ["round", "oracle labels", "training set", "substitute accuracy", "FGSM transfer rate"],
                  "rows": [[h["round"], h["oracle_queries"], h["training_set"], round(h["substitute_accuracy"], 4),
                            round(h["transfer_rate"], 4)] for h in history]}
         run_dir.add_section("Substitute training", f"Papernot et al. 2017: {args.seeds} seed images labeled by the "
-                            f"oracle, {args.rounds} Jacobian augmentation rounds (lambda {args.lam}), substitute "
-                            f"{args.substitute}; FGSM eps {args.eps} on the substitute; transfer rate = share of "
-                            f"{args.n_eval} held-out images (correctly classified by the oracle) that the oracle "
-                            "misclassifies after the attack.", table=table,
+                            f"oracle, {args.rounds} Jacobian augmentation rounds (lambda {args.lam}, tau {args.tau}), "
+                            f"substitute {args.substitute}; FGSM eps {args.eps} on the substitute; transfer rate = "
+                            f"share of {args.n_eval} held-out images (correctly classified by the oracle) that the "
+                            f"oracle misclassifies after the attack. Final: {args.craft} on "
+                            f"{' + '.join(final['substitutes'])}, transfer rate {final['transfer_rate']:.4f} after "
+                            f"{final['oracle_labels']} oracle labels.", table=table,
                             figures=[(fig.name, "substitute accuracy and transfer rate vs oracle queries")])
         out = run_dir.commit()
     for h in history:
-        print(f"round {h['round']}: {h['oracle_queries']} oracle queries, substitute accuracy "
-              f"{h['substitute_accuracy']:.4f}, transfer rate {h['transfer_rate']:.4f}")
+        print(f"round {h['round']}: {h['oracle_queries']} oracle labels, substitute accuracy "
+              f"{h['substitute_accuracy']:.4f}, FGSM transfer rate {h['transfer_rate']:.4f}")
+    print(f"final: {args.craft} on {' + '.join(final['substitutes'])}: transfer rate {final['transfer_rate']:.4f} "
+          f"(substitute accuracy {final['substitute_accuracy']:.4f}) after {final['oracle_labels']} oracle labels")
+    for o in (oracle, eval_oracle):
+        if isinstance(o, HttpOracle):
+            o.close()
     print(f"report: {out / 'report.html'}")
     return 0
 

@@ -1,0 +1,212 @@
+"""Query efficiency of advlab's Square Attack and HopSkipJump against IBM ART's, side by side.
+
+    PYTHONPATH=src OMP_NUM_THREADS=1 /work/.venv-peers/bin/python bench/blackbox_peers.py \
+        --checkpoint CHECKPOINT --name standard --n 30 --square-queries 1000 --hsj-queries 1000 \
+        --out bench/results/blackbox_peers/standard.json
+
+Runs in the bench-only peers environment (ART next to the same torch; `safetensors` added so that
+advlab's checkpoints load). Both libraries attack the same model, the same MNIST test images, at
+the same per-image query budget, one image at a time, and every query of both goes through the
+same counting wrapper around the model (`CountingModel`): it records, per query, whether the
+queried point is misclassified and its Linf distance to the clean image, and stops the attack
+once the budget is spent. From that record, identically for both libraries:
+
+- success within q queries: the first misclassified query point within Linf eps (the rule advlab's
+  QueryRun applies; ART's own success flag is not used);
+- HopSkipJump's distance against queries: the smallest Linf distance of a misclassified point
+  queried so far (both attacks run with a tiny eps so that they keep shrinking the distance);
+- median queries of the successes.
+
+ART's attacks have no per-image query limit, so they get more iterations than the budget allows
+and the wrapper ends them when the budget is spent (the `QueryBudgetSpent` exception).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from advlab.attacks.blackbox import BudgetExhausted, HopSkipJump, LocalOracle, Square  # noqa: E402
+from advlab.models import load_checkpoint  # noqa: E402
+
+
+class QueryBudgetSpent(Exception):  # noqa: N818
+    pass
+
+
+class CountingModel(nn.Module):
+    """The model behind a per-image query counter: every row of every forward pass is one query."""
+
+    def __init__(self, model: nn.Module, budget: int) -> None:
+        super().__init__()
+        self.model, self.budget = model, budget
+        self.reset(None, -1)
+
+    def reset(self, x0: torch.Tensor | None, label: int) -> None:
+        self.x0, self.label = x0, label
+        self.adv_dist: list[float] = []  # per query: Linf distance if misclassified, else inf
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        if len(self.adv_dist) + len(x) > self.budget:
+            take = self.budget - len(self.adv_dist)
+            if take > 0:
+                self._record(x[:take])
+            raise QueryBudgetSpent
+        return self._record(x)
+
+    def _record(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            logits = self.model(x)
+        if self.x0 is not None:
+            dist = (x - self.x0).flatten(1).abs().amax(1)
+            wrong = logits.argmax(1) != self.label
+            self.adv_dist.extend(torch.where(wrong, dist, torch.full_like(dist, math.inf)).tolist())
+        return logits
+
+
+def mnist_test(data_dir: Path, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first n MNIST test images straight from the IDX files (the peers env has no Pillow)."""
+    with gzip.open(data_dir / "t10k-images-idx3-ubyte.gz") as f:
+        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)[:n]
+    with gzip.open(data_dir / "t10k-labels-idx1-ubyte.gz") as f:
+        labels = np.frombuffer(f.read(), np.uint8, offset=8)[:n]
+    return torch.from_numpy(images.astype(np.float32) / 255), torch.from_numpy(labels.astype(np.int64))
+
+
+def run_advlab(attack_name: str, counting: CountingModel, x: torch.Tensor, y: torch.Tensor, args, seed: int) -> None:
+    oracle = LocalOracle(counting, labels_only=attack_name == "hopskipjump", budget=counting.budget)
+    if attack_name == "square":
+        attack = Square(eps=args.eps, max_queries=counting.budget, p_init=args.p_init, seed=seed)
+    else:
+        attack = HopSkipJump(eps=args.tiny_eps, max_queries=counting.budget, init_evals=args.init_evals,
+                             max_evals=args.max_evals, gamma=args.gamma, seed=seed)
+    try:
+        attack(oracle, x, y)
+    except (BudgetExhausted, QueryBudgetSpent):
+        pass
+
+
+def art_classifier(counting: CountingModel):
+    from art.estimators.classification import PyTorchClassifier
+
+    return PyTorchClassifier(model=counting, loss=nn.CrossEntropyLoss(), input_shape=(1, 28, 28), nb_classes=10,
+                             clip_values=(0.0, 1.0), device_type="cpu")
+
+
+def run_art(attack_name: str, counting: CountingModel, x: torch.Tensor, y: torch.Tensor, args, seed: int) -> None:
+    from art.attacks.evasion import HopSkipJump as ArtHSJ
+    from art.attacks.evasion import SquareAttack as ArtSquare
+
+    np.random.seed(seed)
+    classifier = art_classifier(counting)
+    if attack_name == "square":
+        attack = ArtSquare(classifier, norm=np.inf, eps=args.eps, max_iter=counting.budget, p_init=args.p_init,
+                           nb_restarts=1, batch_size=1, verbose=False)
+    else:
+        attack = ArtHSJ(classifier, norm=np.inf, max_iter=10_000, init_eval=args.init_evals,
+                        max_eval=args.max_evals, init_size=100, batch_size=64, verbose=False)
+    try:
+        attack.generate(x.numpy(), y=np.eye(10, dtype=np.float32)[y.numpy()])
+    except QueryBudgetSpent:
+        pass
+
+
+def per_image(attack_name: str, library: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, args,
+              seed: int) -> dict:
+    counting = CountingModel(model, args.budget[attack_name])
+    runner = run_advlab if library == "advlab" else run_art
+    records = []
+    start = time.perf_counter()
+    for i in range(len(x)):
+        counting.reset(x[i:i + 1], int(y[i]))
+        runner(attack_name, counting, x[i:i + 1], y[i:i + 1], args, seed)
+        records.append(counting.adv_dist)
+    return {"records": records, "seconds": time.perf_counter() - start}
+
+
+def summarize(records: list[list[float]], budget: int, eps: float, grid: list[int]) -> dict:
+    """Success rate at each budget of the grid, median queries of the successes, median distance."""
+    first = []
+    best = np.full((len(records), budget), math.inf)
+    for k, rec in enumerate(records):
+        d = np.asarray(rec + [math.inf] * (budget - len(rec)))[:budget]
+        best[k] = np.minimum.accumulate(d)
+        hit = np.nonzero(d <= eps * (1 + 1e-6) + 1e-7)[0]
+        first.append(int(hit[0]) + 1 if len(hit) else -1)
+    first = np.asarray(first)
+    ok = first > 0
+    return {"success_rate": float(ok.mean()),
+            "median_queries": float(np.median(first[ok])) if ok.any() else None,
+            "queries_used": [len(r) for r in records],
+            "first_success": first.tolist(),
+            "success_at": {str(q): float(((first > 0) & (first <= q)).mean()) for q in grid},
+            "median_distance_at": {str(q): float(np.median(best[:, q - 1])) for q in grid}}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--name", required=True, help="label of the model in the output")
+    p.add_argument("--data-dir", default=os.environ.get("ADVLAB_DATA", "/work/shared/data"))
+    p.add_argument("--n", type=int, default=30, help="first N test images the model classifies correctly")
+    p.add_argument("--offset", type=int, default=0, help="skip the first OFFSET test images")
+    p.add_argument("--eps", type=float, default=0.3)
+    p.add_argument("--tiny-eps", type=float, default=1e-3, help="HopSkipJump's own eps (keeps it minimizing)")
+    p.add_argument("--p-init", type=float, default=0.3)
+    p.add_argument("--square-queries", type=int, default=1000)
+    p.add_argument("--hsj-queries", type=int, default=1000)
+    p.add_argument("--init-evals", type=int, default=100)
+    p.add_argument("--max-evals", type=int, default=1000)
+    p.add_argument("--gamma", type=float, default=None, help="advlab HopSkipJump's gamma (default: its own)")
+    p.add_argument("--libraries", default="advlab,art")
+    p.add_argument("--attacks", default="square,hopskipjump")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds (each library, each seed)")
+    p.add_argument("--out", required=True)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    args.budget = {"square": args.square_queries, "hopskipjump": args.hsj_queries}
+    if args.gamma is None:
+        args.gamma = HopSkipJump().gamma
+    model, meta = load_checkpoint(args.checkpoint)
+    model.eval()
+    x, y = mnist_test(Path(args.data_dir) / "mnist", args.offset + 4 * args.n)
+    x, y = x[args.offset:], y[args.offset:]
+    with torch.no_grad():
+        correct = model(x).argmax(1) == y
+    x, y = x[correct][:args.n], y[correct][:args.n]
+    out = {"model": args.name, "checkpoint": str(args.checkpoint), "test_accuracy": meta.get("test_accuracy"),
+           "images": len(x), "offset": args.offset, "eps": args.eps, "p_init": args.p_init,
+           "init_evals": args.init_evals, "max_evals": args.max_evals,
+           "advlab_gamma": args.gamma, "budgets": args.budget, "results": {}}
+    for attack_name in args.attacks.split(","):
+        budget = args.budget[attack_name]
+        grid = sorted({q for q in (10, 25, 50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 2500, 5000) if q <= budget}
+                      | {budget})
+        for library in args.libraries.split(","):
+            for seed in [int(s) for s in args.seeds.split(",")]:
+                run = per_image(attack_name, library, model, x, y, args, seed)
+                s = summarize(run["records"], budget, args.eps, grid)
+                s["seconds"] = run["seconds"]
+                out["results"][f"{attack_name}/{library}/seed{seed}"] = s
+                print(f"{args.name} {attack_name} {library} seed {seed}: success {s['success_rate']:.3f}, median "
+                      f"queries {s['median_queries']}, median Linf at {budget}: "
+                      f"{s['median_distance_at'][str(budget)]:.4f}, {run['seconds']:.0f} s", flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
