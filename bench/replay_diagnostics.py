@@ -16,7 +16,13 @@ import sys
 
 import torch
 
-from advlab.evaluation.diagnostics import AttackOutcome, check_single_step_gap, check_stronger_attack
+from advlab.evaluation.diagnostics import (
+    FIRST_ORDER_REACH,
+    SATURATED_SHARE,
+    AttackOutcome,
+    check_single_step_gap,
+    check_stronger_attack,
+)
 
 
 def mask(n: int, share: float) -> torch.Tensor:
@@ -41,14 +47,17 @@ def replay(path: str) -> None:
                                           [AttackOutcome("worst case", outs[-1].robust, single_step=True)], e)
                     for e, outs in outcomes.items()]
         grads = next((d["evidence"] for d in ev["diagnostics"] if d["name"] == "vanishing or saturated gradients"), {})
+        saturated = (grads.get("saturated_softmax", 0) > SATURATED_SHARE
+                     and max(ev["eps"]) * grads.get("median_gradient_l1", 1) < FIRST_ORDER_REACH)
         print(f"{path}: clean {ev['clean_accuracy']:.3f}; "
               + "; ".join(f"eps {e:g}: FGSM {acc['fgsm'][i]:.3f} PGD {acc['pgd'][i]:.3f} CW {acc['cw'][i]:.3f} "
                           f"worst {ev['worst_case'][i]:.3f}" for i, e in enumerate(ev["eps"])))
-        print(f"    single-step gap {'FIRED' if gap.fired else 'silent'}; stronger attack "
-              f"{'FIRED' if any(s.fired for s in stronger) else 'silent'}"
-              f"{' (' + '; '.join(s.message for s in stronger if s.fired) + ')' if any(s.fired for s in stronger) else ''}; "
-              f"one-hot softmax {grads.get('saturated_softmax', float('nan')):.3f}, median CE gradient L1 "
-              f"{grads.get('median_gradient_l1', float('nan')):.2e} (all samples)")
+        fired_stronger = [st.message for st in stronger if st.fired]
+        one_hot, norm = grads.get("saturated_softmax", float("nan")), grads.get("median_gradient_l1", float("nan"))
+        print(f"    single-step gap {'FIRED' if gap.fired else 'silent'}; "
+              f"stronger attack {'FIRED (' + '; '.join(fired_stronger) + ')' if fired_stronger else 'silent'}; "
+              f"saturation {'FIRED' if saturated else 'silent'} (one-hot softmax {one_hot:.3f}, "
+              f"median CE gradient L1 {norm:.2e}, all samples)")
 
 
 if __name__ == "__main__":

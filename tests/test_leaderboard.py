@@ -188,7 +188,7 @@ def test_sort_orders_numbers_and_puts_missing_values_last():
                    {"certified_accuracy": {"0.5": 0.4}, "clean_accuracy_of_g": 0.9}, 0.0)
     table = leaderboard_table([rec("a", 0.2), rec("b", 0.7), other])
     down = sort_table(table, "Linf 0.3 (classic)")
-    assert [r[0] for r in down["rows"]] == ["b", "a", "c"]
+    assert [r[0] for r in down["rows"]] == ["b", "a", "c"]  # labels stand in for sources here
     up = sort_table(table, "linf 0.3 (CLASSIC)", descending=False)
     assert [r[0] for r in up["rows"]] == ["a", "b", "c"]
 

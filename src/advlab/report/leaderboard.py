@@ -27,6 +27,14 @@ def _recipe(model: dict) -> str:
     return method + (f" ({settings})" if settings else "")
 
 
+def _model_name(model: dict) -> str:
+    """The checkpoint's file name (without .safetensors) and its architecture."""
+    source = str(model.get("source") or model.get("label") or "?")
+    stem = source.replace("\\", "/").rsplit("/", 1)[-1].removesuffix(".safetensors")
+    arch = model.get("architecture")
+    return f"{stem} ({arch})" if arch and arch != stem else stem
+
+
 def _training(model: dict) -> str:
     parts = []
     if model.get("epochs") is not None:
@@ -76,7 +84,7 @@ def leaderboard_table(records: list[Record], dataset: str | None = None, protoco
     rows = []
     for record, clean, scores, fired in parsed:
         images = record.settings.get("images") or record.result.get("n") or record.result.get("images")
-        rows.append([record.model.get("label") or record.model.get("source"), _recipe(record.model),
+        rows.append([_model_name(record.model), _recipe(record.model),
                      _training(record.model), record.protocol, images, clean,
                      *[scores.get(c) for c in score_columns], ", ".join(fired) or "none"])
     return {"columns": [*FIXED, *score_columns, LAST], "rows": rows, "keys": [r.key for r, *_ in parsed]}
