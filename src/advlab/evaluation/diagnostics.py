@@ -43,7 +43,7 @@ FIRST_ORDER_REACH = 1e-4  # median eps * ||grad CE||_1 below this: the gradient 
 MORE_EFFORT_GAIN = 0.04  # points found by k restarts over one (or 4x the steps over the steps)
 STRONGER_GAIN = 0.05  # points by which a weaker attack alone overstates the suite's worst case ...
 STRONGER_SHARE = 0.25  # ... and the share of its survivors the others break
-MIN_SAMPLES = 5  # every gap must also be at least this many samples, so a handful cannot fire a check
+MIN_SAMPLES = 10  # every gap must also be at least this many samples, so a handful cannot fire a check
 
 
 @dataclass
