@@ -115,7 +115,7 @@ def test_all_checks_stay_silent_on_a_normal_model(lenet_mnist, mnist_test):
     x, y = mnist_test.tensors(100)
     ev = evaluate_defense(model, x, y, [0.05, 0.1, 0.2], steps=20, restarts=2, blackbox_n=100, blackbox_queries=300,
                           unbounded_n=50, progress=False)
-    assert len(ev.diagnostics) == 5
+    assert len(ev.diagnostics) == 9
     assert not ev.masking_suspected, [d.message for d in ev.diagnostics if d.fired]
     worst = ev.robust.worst_case()
     for k in ev.attacks:  # the worst case is never above any single attack
@@ -134,7 +134,7 @@ def test_evaluate_cli_writes_table_json_plot_and_a_comparison(lenet_mnist, tmp_p
     assert "worst case" in printed and "[ok]" in printed
     data = json.loads(js.read_text())
     (ev, *_) = data["evaluations"].values()
-    assert ev["eps"] == [0.1, 0.2] and ev["n"] == 30 and len(ev["diagnostics"]) == 5
+    assert ev["eps"] == [0.1, 0.2] and ev["n"] == 30 and len(ev["diagnostics"]) == 9
     assert set(ev["robust_accuracy"]) == {"fgsm", "pgd", "cw"}
     sections = json.loads((out / "report.json").read_text())["sections"]
     assert sections[0]["title"] == "Comparison" and len(sections) == 3

@@ -29,6 +29,7 @@ from advlab.defenses.noise import noise_config, train_noise_model
 from advlab.defenses.smoothing import Smooth
 from advlab.errors import AdvlabError, check_range
 from advlab.evaluation.certified import DEFAULT_RADII, CertificationResult, certify_dataset
+from advlab.evaluation.records import RecordStore, data_sha256, file_sha256, model_summary, recorded
 from advlab.models import load_checkpoint
 from advlab.report.certify_figures import COHEN_CIFAR10, certified_accuracy_figure
 from advlab.report.run import RunDir
@@ -141,6 +142,7 @@ def _run(args: argparse.Namespace, rank: int, world: int, local_rank: int) -> in
         run_dir.metrics = result.to_dict()
         write_records(run_dir.tmp / "certification.tsv", result)
         out = run_dir.commit()
+    record_certification(args, meta, data, result, sigma, alpha)
     summary = result.summary()
     print(f"certified {len(result.records)} {dataset} images at sigma {sigma:g} (n0={args.n0}, n={args.n}, "
           f"alpha={alpha:g}) in {result.seconds:.1f} s ({result.images_per_second:.3f} images/s, "
@@ -150,6 +152,18 @@ def _run(args: argparse.Namespace, rank: int, world: int, local_rank: int) -> in
           + f"   abstain {summary['abstain_rate']:.3f}")
     print(f"run folder: {out}")
     return 0
+
+
+def record_certification(args: argparse.Namespace, meta: dict, data: ImageDataset, result: CertificationResult,
+                         sigma: float, alpha: float) -> None:
+    """Write the certificate into the evaluation records (advlab leaderboard shows it)."""
+    settings = {"norm": "l2", "sigma": sigma, "n0": args.n0, "n": args.n, "alpha": alpha, "skip": args.skip,
+                "images": len(data), "seed": args.seed, "batch_size": args.batch_size}
+    summary = {k: v for k, v in result.summary().items() if k not in ("seconds", "images_per_second")}
+    label = f"{meta['architecture']} ({(meta.get('recipe') or {}).get('method', 'standard')})"
+    recorded(RecordStore(), file_sha256(args.checkpoint), "certify", settings, data_sha256(data.images, data.labels),
+             model_summary(meta, label, str(args.checkpoint)),
+             lambda: {**summary, "seconds": result.seconds}, force=True)
 
 
 def add_certify_section(run_dir: RunDir, results: list[tuple[str, CertificationResult]], dataset: str,

@@ -34,6 +34,7 @@ from advlab.cli.common import (
 )
 from advlab.errors import AdvlabError
 from advlab.evaluation.defense import DefenseEvaluation, evaluate_defense, summary_rows
+from advlab.evaluation.records import RecordStore, data_sha256, model_hash, model_summary, recorded
 from advlab.report.attack_figures import robust_curve_figure
 from advlab.report.run import RunDir
 from advlab.runtime import atomic_write
@@ -65,7 +66,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="images for the unbounded-attack check (0: skip; default 200)")
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--batch-size", type=positive_int, default=500)
+    p.add_argument("--effort-n", type=int, default=200,
+                   help="images for the more-restarts-and-steps check (0: skip; default 200)")
     p.add_argument("--json", default=None, help="also write the metrics as JSON to this file")
+    p.add_argument("--force", action="store_true",
+                   help="recompute even when the evaluation records hold this evaluation (see advlab leaderboard)")
     add_device_arg(p)
     add_out_arg(p)
     add_progress_arg(p)
@@ -83,8 +88,8 @@ def describe(meta: dict) -> str:
 def check_args(args: argparse.Namespace) -> None:
     if any(e > 1 for e in args.eps):
         raise AdvlabError(f"--eps are L-inf radii on the [0, 1] pixel scale, at most 1; got {args.eps}")
-    if args.blackbox_n < 0 or args.unbounded_n < 0:
-        raise AdvlabError("--blackbox-n and --unbounded-n must be 0 (skip) or positive")
+    if args.blackbox_n < 0 or args.unbounded_n < 0 or args.effort_n < 0:
+        raise AdvlabError("--blackbox-n, --unbounded-n and --effort-n must be 0 (skip) or positive")
     if args.step_size is not None and not 0 < args.step_size <= 1:
         raise AdvlabError(f"--step-size must be in (0, 1], got {args.step_size}")
 
@@ -120,17 +125,12 @@ def run(args: argparse.Namespace) -> int:
     x, y = data.tensors()
     config = {"models": args.models, "dataset": args.dataset, "n": len(data), "eps": args.eps, "steps": args.steps,
               "restarts": args.restarts, "step_size": args.step_size, "seed": args.seed}
+    store, data_hash = RecordStore(), data_sha256(data.images, data.labels)
     results = {}
     with RunDir(args.out, "evaluate", config) as run_dir:
         for i, (spec, model, meta) in enumerate(loaded):
             label = describe(meta)
-            start, cpu = time.perf_counter(), time.process_time()
-            ev = evaluate_defense(model, x, y, args.eps, args.steps, args.restarts, args.step_size,
-                                  args.blackbox_n, args.blackbox_queries, args.unbounded_n, args.seed,
-                                  args.batch_size, device, args.progress)
-            results[spec] = {"label": label, **ev.to_dict(), "wall_seconds": time.perf_counter() - start,
-                             "cpu_seconds": time.process_time() - cpu, "device": str(device),
-                             "threads": torch.get_num_threads()}
+            ev, results[spec] = recorded_evaluation(args, store, data_hash, spec, model, meta, label, x, y, device)
             add_model_section(run_dir, str(i), label, ev)
             print_table(label, ev)
         if len(loaded) > 1:
@@ -142,6 +142,40 @@ def run(args: argparse.Namespace) -> int:
         out = run_dir.commit()
     print(f"report: {out / 'report.html'}")
     return 0
+
+
+# --- evaluation records (advlab.evaluation.records): the one place evaluate reads and writes them ---
+PROTOCOL = "classic"  # FGSM, PGD-CE and PGD-C&W with restarts, per-sample worst case, the diagnostics
+
+
+def record_settings(args: argparse.Namespace) -> dict:
+    """Everything of the command line that shapes an evaluation's result (the images are hashed apart)."""
+    return {"norm": "linf", "eps": sorted(args.eps), "steps": args.steps, "restarts": args.restarts,
+            "step_size": args.step_size, "seed": args.seed, "blackbox_n": args.blackbox_n,
+            "blackbox_queries": args.blackbox_queries, "unbounded_n": args.unbounded_n, "effort_n": args.effort_n,
+            "batch_size": args.batch_size, "dataset": args.dataset}
+
+
+def recorded_evaluation(args, store, data_hash, spec, model, meta, label, x, y, device
+                        ) -> tuple[DefenseEvaluation, dict]:
+    """The evaluation of one model: its record when the records hold it (unless --force), else computed
+    and recorded."""
+    def compute() -> dict:
+        start, cpu = time.perf_counter(), time.process_time()
+        ev = evaluate_defense(model, x, y, args.eps, args.steps, args.restarts, args.step_size, args.blackbox_n,
+                              args.blackbox_queries, args.unbounded_n, args.seed, args.batch_size, device,
+                              args.progress, effort_n=args.effort_n)
+        return {"label": label, **ev.to_record(), "wall_seconds": time.perf_counter() - start,
+                "cpu_seconds": time.process_time() - cpu, "device": str(device), "threads": torch.get_num_threads()}
+
+    record, reused = recorded(store, model_hash(spec, model), PROTOCOL, record_settings(args), data_hash,
+                              model_summary(meta, label, spec), compute, force=args.force)
+    if reused:
+        print(f"{spec}: this evaluation is in the records ({store.path}, key {record.key[:12]}, "
+              f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(record.created))}); reusing it (--force recomputes)")
+    result = {k: v for k, v in record.result.items() if k != "broken_at"}
+    return DefenseEvaluation.from_record(record.result), {**result, "reused_record": reused, "record": record.key}
+# --- end of evaluation records ---
 
 
 COMPARISON_TEXT = ("Clean accuracy and worst-case robust accuracy (FGSM, PGD on the cross-entropy and on the C&W "

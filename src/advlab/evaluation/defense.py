@@ -12,13 +12,18 @@ Hein 2020). Then the checks of Athalye, Carlini & Wagner (2018, sec. 3.1) and Ca
 - an unbounded attack (eps = 1: any image at all) not reaching near-zero accuracy;
 - vanishing input gradients: the cross-entropy's gradient is exactly zero (a saturated softmax);
 - black-box stronger than white-box: Square Attack, which never sees a gradient, breaks samples
-  every white-box attack left alone.
+  every white-box attack left alone;
+
+and the four checks of advlab.evaluation.diagnostics, which read the size of the evidence: FGSM near
+clean accuracy where PGD is far below (catastrophic overfitting), saturated outputs with vanishing
+gradients, accuracy still falling with more restarts or steps, and one attack of the suite breaking
+what another left.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -29,20 +34,8 @@ from advlab.attacks.base import Cost
 from advlab.attacks.blackbox.oracle import LocalOracle
 from advlab.attacks.blackbox.square import Square
 from advlab.attacks.common import loss_gradient
+from advlab.evaluation.diagnostics import AttackOutcome, Diagnostic, masking_diagnostics
 from advlab.evaluation.robust import RobustEvaluation, robust_accuracy
-
-
-@dataclass
-class Diagnostic:
-    """One gradient-masking check: whether it fired, in plain words, and the numbers behind it."""
-
-    name: str
-    fired: bool
-    message: str
-    evidence: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "fired": self.fired, "message": self.message, "evidence": self.evidence}
 
 
 @dataclass
@@ -58,6 +51,19 @@ class DefenseEvaluation:
     def to_dict(self) -> dict:
         return {**self.robust.to_dict(), "attacks": self.attacks, "masking_suspected": self.masking_suspected,
                 "diagnostics": [d.to_dict() for d in self.diagnostics]}
+
+    def to_record(self) -> dict:
+        """to_dict() plus the per-sample smallest breaking eps, enough to rebuild the evaluation."""
+        return {**self.to_dict(), "broken_at": {k: v.tolist() for k, v in self.robust.broken_at.items()}}
+
+    @classmethod
+    def from_record(cls, d: dict) -> DefenseEvaluation:
+        """The evaluation to_record() stored (an evaluations record of advlab.evaluation.records)."""
+        cost = {k: Cost(**c) for k, c in d.get("cost", {}).items()}
+        robust = RobustEvaluation(d["eps"], d["robust_accuracy"], {k: torch.tensor(v, dtype=torch.float32)
+                                                                   for k, v in d["broken_at"].items()},
+                                  d["clean_accuracy"], d["n"], cost, d.get("independent_accuracy", {}))
+        return cls(robust, d["attacks"], [Diagnostic(**x) for x in d["diagnostics"]])
 
 
 def attack_suite(steps: int = 40, restarts: int = 10, step_size: float | None = None, seed: int = 0):
@@ -87,7 +93,9 @@ def check_single_step(robust: RobustEvaluation, tolerance: float = 0.01) -> Diag
                "following a useful gradient, so its figures overstate robustness." if fired else
                "PGD is at least as strong as FGSM at every eps.")
     return Diagnostic("single-step stronger than iterative", fired, message,
-                      {"pgd_minus_fgsm": {str(e): g for e, g in gaps}, "tolerance": tolerance})
+                      {"pgd_minus_fgsm": {str(e): g for e, g in gaps}, "tolerance": tolerance},
+                      "Run PGD with more steps, a smaller step size and more restarts, and an attack on the "
+                      "logits (the C&W margin column)." if fired else "")
 
 
 def check_monotone(robust: RobustEvaluation, tolerance: float = 0.01) -> Diagnostic:
@@ -101,7 +109,9 @@ def check_monotone(robust: RobustEvaluation, tolerance: float = 0.01) -> Diagnos
                "larger ball contains the smaller: the attack is failing, not the model succeeding." if fired else
                "Every attack's accuracy falls (or stays) as eps grows.")
     return Diagnostic("larger eps gives higher accuracy", fired, message,
-                      {"independent_accuracy": robust.independent, "tolerance": tolerance})
+                      {"independent_accuracy": robust.independent, "tolerance": tolerance},
+                      "Trust only the per-sample worst case over nested eps, and strengthen the attack that "
+                      "rose (more steps and restarts)." if fired else "")
 
 
 def check_unbounded(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 100, tolerance: float = 0.02,
@@ -115,7 +125,9 @@ def check_unbounded(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: i
                f"{acc:.1%} of {len(x)} samples accurate; a working attack reaches 0%." if fired else
                f"An unbounded PGD-{steps} (eps = 1) brings accuracy to {acc:.1%} of {len(x)} samples, as it should.")
     return Diagnostic("unbounded attack does not reach 0%", fired, message,
-                      {"accuracy_at_eps_1": acc, "n": len(x), "steps": steps, "tolerance": tolerance})
+                      {"accuracy_at_eps_1": acc, "n": len(x), "steps": steps, "tolerance": tolerance},
+                      "Attack the logits (C&W margin, DLR) instead of the softmax, and check the model's "
+                      "forward pass for non-differentiable steps (BPDA)." if fired else "")
 
 
 def gradient_statistics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256,
@@ -151,7 +163,8 @@ def check_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, toleranc
                "softmax output see nothing, and their figures mean nothing. Attack the logits instead." if fired else
                f"Input gradients are informative (zero on {stats['zero_gradient']:.1%} of samples, median L1 norm "
                f"{stats['median_gradient_l1']:.2e}).")
-    return Diagnostic("vanishing or saturated gradients", fired, message, {**stats, "tolerance": tolerance})
+    return Diagnostic("vanishing or saturated gradients", fired, message, {**stats, "tolerance": tolerance},
+                      "Attack the logits (C&W margin, DLR) and run a black-box attack." if fired else "")
 
 
 def check_blackbox(model: nn.Module, x: torch.Tensor, y: torch.Tensor, whitebox_broken_at: torch.Tensor, eps: float,
@@ -173,16 +186,19 @@ def check_blackbox(model: nn.Module, x: torch.Tensor, y: torch.Tensor, whitebox_
     return Diagnostic("black-box stronger than white-box", fired, message,
                       {"eps": eps, "queries": queries, "n": len(x), "blackbox_accuracy":
                        1 - blackbox_broken.float().mean().item(), "broken_only_by_blackbox": share,
-                       "tolerance": tolerance})
+                       "tolerance": tolerance},
+                      "Look for the non-differentiable or randomized part of the model and attack through it "
+                      "(BPDA, EOT); run Square Attack with more queries on more images." if fired else "")
 
 
 def evaluate_defense(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Sequence[float], steps: int = 40,
                      restarts: int = 10, step_size: float | None = None, blackbox_n: int = 100,
                      blackbox_queries: int = 1000, unbounded_n: int = 200, seed: int = 0, batch_size: int = 256,
-                     device: torch.device | str = "cpu", progress: bool = True) -> DefenseEvaluation:
+                     device: torch.device | str = "cpu", progress: bool = True,
+                     effort_n: int = 200) -> DefenseEvaluation:
     """Robust accuracy per eps under FGSM, PGD (CE), PGD (C&W margin) and their worst case, and every
-    diagnostic. The black-box and unbounded checks run on the first blackbox_n / unbounded_n samples
-    (0 skips them)."""
+    diagnostic. The black-box, unbounded and more-restarts checks run on the first blackbox_n /
+    unbounded_n / effort_n samples (0 skips them)."""
     suite = attack_suite(steps, restarts, step_size, seed)
     robust = robust_accuracy(model, x, y, {k: f for k, (_, f) in suite.items()}, eps, batch_size, device, progress,
                              recheck=True)
@@ -197,7 +213,23 @@ def evaluate_defense(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Se
         worst = torch.stack(list(robust.broken_at.values())).amin(0)
         diagnostics.append(check_blackbox(model, x[:blackbox_n], y[:blackbox_n], worst[:blackbox_n], top,
                                           blackbox_queries, seed=seed, device=device))
-    return DefenseEvaluation(robust, {k: name for k, (name, _) in suite.items()}, diagnostics)
+    names = {k: name for k, (name, _) in suite.items()}
+    diagnostics += masking_diagnostics(model, x, y, suite_outcomes(robust, names, single_step={"fgsm"}),
+                                       robust_clean(robust), steps, effort_n, seed=seed, batch_size=batch_size,
+                                       device=device)
+    return DefenseEvaluation(robust, names, diagnostics)
+
+
+def suite_outcomes(robust: RobustEvaluation, names: dict[str, str], single_step=frozenset()
+                   ) -> dict[float, list[AttackOutcome]]:
+    """Per eps, each attack's per-sample verdict from its smallest breaking eps (the balls are nested)."""
+    return {e: [AttackOutcome(names.get(k, k), robust.broken_at[k] > e, k in single_step) for k in robust.broken_at]
+            for e in robust.eps}
+
+
+def robust_clean(robust: RobustEvaluation) -> torch.Tensor:
+    """Per-sample clean correctness: every attack's smallest breaking eps is above 0."""
+    return torch.stack(list(robust.broken_at.values())).amin(0) > 0
 
 
 def summary_rows(evaluation: DefenseEvaluation) -> list[list]:
