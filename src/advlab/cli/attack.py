@@ -58,11 +58,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--p-init", type=float, default=None, help="Square Attack's initial patch fraction")
     p.add_argument("--labels-only", action="store_true", default=None, help="the oracle returns labels only")
     p.add_argument("--eps", type=float, default=0.3, help="perturbation bound (ignored by the minimal-"
-                   "perturbation attacks deepfool, cw, lbfgs) (default: %(default)s)")
+                   "perturbation attacks deepfool, cw, lbfgs, fab, fab-t) (default: %(default)s)")
     p.add_argument("--norm", default=None, choices=NORMS, help="threat model (default: linf; l2 for cw and lbfgs)")
     p.add_argument("--steps", type=positive_int, default=None, help="iterations (default: the attack's own)")
     p.add_argument("--step-size", type=float, default=None, help="PGD/BIM/MI-FGSM step (default: the attack's own)")
-    p.add_argument("--restarts", type=positive_int, default=1, help="PGD random restarts (default: 1)")
+    p.add_argument("--restarts", type=positive_int, default=1, help="PGD/APGD/FAB restarts (default: 1)")
     p.add_argument("--loss", default="ce", choices=("ce", "cw"), help="PGD/FGSM loss (default: ce)")
     p.add_argument("--targeted", action="store_true", help="aim at a class instead of any wrong one")
     p.add_argument("--target-class", default=None, help="class index or name for --targeted (default: a random "
@@ -95,13 +95,17 @@ def _attack_from_args(args) -> object:
     kwargs = {}
     if args.attack == "pgd":
         kwargs.update(restarts=args.restarts, loss=args.loss, seed=args.seed)
+    elif args.attack.startswith(("apgd", "fab")):
+        kwargs.update(restarts=args.restarts, seed=args.seed)
+    if args.attack.startswith("apgd"):
+        kwargs.update(eps=args.eps)
     elif args.attack in ("fgsm", "bim", "mifgsm"):
         kwargs.update(loss=args.loss)
     if args.attack in ("fgsm", "pgd", "bim", "mifgsm"):
         kwargs.update(eps=args.eps)
     if args.attack in ("pgd", "bim", "mifgsm"):
         kwargs.update(step_size=args.step_size)
-    if args.attack in ("pgd", "bim", "mifgsm", "deepfool", "cw"):
+    if args.attack in ("pgd", "bim", "mifgsm", "deepfool", "cw", "apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t"):
         kwargs.update(steps=args.steps)
     return build_attack(args.attack, norm=norm, **kwargs), norm
 
