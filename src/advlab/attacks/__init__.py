@@ -18,6 +18,25 @@ from advlab.attacks.registry import MINIMAL_NORM_ATTACKS, WHITEBOX_ATTACKS, buil
 
 CW = CarliniWagnerL2
 
-__all__ = ["APGD", "FAB", "APGDTargeted", "BIM", "CW", "FGSM", "LBFGS", "MIFGSM", "MINIMAL_NORM_ATTACKS", "PGD", "WHITEBOX_ATTACKS", "Attack",
-           "AttackResult", "CarliniWagnerL2", "Cost", "DeepFool", "FoolingImages", "FoolingResult", "ThreatModel",
-           "build_attack"]
+__all__ = [
+    "APGD",
+    "FAB",
+    "APGDTargeted",
+    "BIM",
+    "CW",
+    "FGSM",
+    "LBFGS",
+    "MIFGSM",
+    "MINIMAL_NORM_ATTACKS",
+    "PGD",
+    "WHITEBOX_ATTACKS",
+    "Attack",
+    "AttackResult",
+    "CarliniWagnerL2",
+    "Cost",
+    "DeepFool",
+    "FoolingImages",
+    "FoolingResult",
+    "ThreatModel",
+    "build_attack",
+]

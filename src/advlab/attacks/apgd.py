@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advlab.attacks.base import NORMS, Attack, AttackResult, Cost
+from advlab.attacks.base import NORMS, Attack, AttackResult
 from advlab.attacks.common import batch_view, check_eps, check_positive_int, enforce_bound, project, random_start
 from advlab.errors import AdvlabError, check_range
 

@@ -27,10 +27,9 @@ leaves the batch as soon as an adversarial point within eps is found.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from advlab.attacks.apgd import attach_extra
-from advlab.attacks.base import NORMS, Attack, AttackResult, Cost
+from advlab.attacks.base import NORMS, Attack, AttackResult
 from advlab.attacks.common import batch_view, check_eps, check_positive_int, enforce_bound
 from advlab.errors import AdvlabError, check_range
 
