@@ -227,7 +227,7 @@ def add_attack_section(run_dir, model, classes, x, y, res, summary, name, attack
 
 def demo_section(ctx) -> None:
     """FGSM/PGD triptych, robust accuracy vs eps (FGSM, PGD, DeepFool from minimal norms), fooling grid."""
-    from advlab.attacks import FGSM, PGD, DeepFool
+    from advlab.attacks import FAB, FGSM, PGD, DeepFool
     from advlab.evaluation.robust import minimal_norms
 
     n_curve, steps = (8, 3) if ctx.quick else (100, 20)
@@ -249,9 +249,12 @@ def demo_section(ctx) -> None:
                          eps, batch_size=n_curve, device=ctx.device, progress=False)
     df = minimal_norms(model, x, y, DeepFool(norm="linf", steps=10 if ctx.quick else 50, box_aware=3), norm="linf",
                        batch_size=n_curve, device=ctx.device, progress=False)
+    fab = minimal_norms(model, x, y, FAB(norm="linf", steps=3 if ctx.quick else 20), norm="linf",
+                        batch_size=n_curve, device=ctx.device, progress=False)
     curves = {k: (eps, v) for k, v in ev.accuracy.items()}
     grid = [e / 100 for e in range(0, 31)]
     curves["DeepFool (minimal Linf)"] = (grid, df.accuracy_at(grid))
+    curves["FAB (minimal Linf)"] = (grid, fab.accuracy_at(grid))
     curve = robust_curve_figure(curves, ctx.run.figure_path("attack_curve.png"), "linf",
                                 f"robust accuracy vs Linf eps ({n_curve} test images)")
     fool_steps = 1 if ctx.quick else 5
@@ -266,7 +269,8 @@ def demo_section(ctx) -> None:
         "White-box attacks",
         f"FGSM (Goodfellow et al. 2015) and PGD (Madry et al. 2018) on {n_curve} test images: PGD-{steps} robust "
         f"accuracy {acc[0.1]:.2f} at Linf eps 0.1 and {acc[0.3]:.2f} at 0.3 (clean {ev.clean_accuracy:.2f}); "
-        f"DeepFool's median minimal Linf perturbation is {df.median:.3f}. Fooling images: {fool.share:.0%} of "
+        f"DeepFool's median minimal Linf perturbation is {df.median:.3f}, FAB's (Croce & Hein 2020b) "
+        f"{fab.median:.3f}. Fooling images: {fool.share:.0%} of "
         f"Gaussian-noise images pushed by {fool_steps} signed-gradient step(s) (Linf 0.25 in all) toward a class "
         "are given that class with more than 50% confidence (Goodfellow et al.: 93.4% on CIFAR-10).",
         table={"columns": ["eps", *ev.accuracy.keys()],
@@ -276,4 +280,5 @@ def demo_section(ctx) -> None:
                  (grid_fig.name, "fooling images, one row per target class, titled with the model's answer")],
         key="whitebox")
     ctx.run.metrics["whitebox"] = {"robust_accuracy": ev.to_dict(), "deepfool_linf": df.to_dict(),
+                                   "fab_linf": fab.to_dict(),
                                    "fooling": fool.summary()}
