@@ -46,7 +46,8 @@ DEMO_ORDER = 45
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="robust accuracy under FGSM, PGD, C&W and their worst case, with "
+    p = sub.add_parser("evaluate", help="robust accuracy under FGSM, PGD, C&W (classic) or APGD, FAB, Square (--suite "
+                       "standard), worst case per sample, with "
                        "gradient-masking diagnostics",
                        description="Evaluate checkpoints honestly: clean accuracy; robust accuracy at each eps (L-inf) "
                        "under FGSM, PGD on the cross-entropy and PGD on the C&W logit margin (both with restarts), "
