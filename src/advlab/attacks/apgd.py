@@ -212,7 +212,7 @@ class APGD(Attack):
         eta = torch.full((n,), 2.0 * eps, device=x.device)
         increases = torch.zeros(n, device=x.device)
         f_max_at_check = f_max.clone()
-        halved_at_check = torch.ones(n, dtype=torch.bool, device=x.device)  # condition 2 is off at w_1
+        halved_at_check = torch.zeros(n, dtype=torch.bool, device=x.device)  # w_0: the step was not halved
         active = (~success).nonzero().squeeze(1) if self.early_stop else torch.arange(n, device=x.device)
         checkpoints = set(self.checkpoints[1:])
         last_check = 0
