@@ -4,9 +4,11 @@ White-box attacks (this package's own modules) are configured once and called on
 ``PGD(eps=0.3, steps=40, step_size=0.01)(model, x, y) -> AttackResult``.
 """
 
+from advlab.attacks.apgd import APGD, APGDTargeted
 from advlab.attacks.base import Attack, AttackResult, Cost, ThreatModel
 from advlab.attacks.cw import CarliniWagnerL2
 from advlab.attacks.deepfool import DeepFool
+from advlab.attacks.fab import FAB
 from advlab.attacks.fgsm import FGSM
 from advlab.attacks.fooling import FoolingImages, FoolingResult
 from advlab.attacks.lbfgs import LBFGS
@@ -16,6 +18,25 @@ from advlab.attacks.registry import MINIMAL_NORM_ATTACKS, WHITEBOX_ATTACKS, buil
 
 CW = CarliniWagnerL2
 
-__all__ = ["BIM", "CW", "FGSM", "LBFGS", "MIFGSM", "MINIMAL_NORM_ATTACKS", "PGD", "WHITEBOX_ATTACKS", "Attack",
-           "AttackResult", "CarliniWagnerL2", "Cost", "DeepFool", "FoolingImages", "FoolingResult", "ThreatModel",
-           "build_attack"]
+__all__ = [
+    "APGD",
+    "FAB",
+    "APGDTargeted",
+    "BIM",
+    "CW",
+    "FGSM",
+    "LBFGS",
+    "MIFGSM",
+    "MINIMAL_NORM_ATTACKS",
+    "PGD",
+    "WHITEBOX_ATTACKS",
+    "Attack",
+    "AttackResult",
+    "CarliniWagnerL2",
+    "Cost",
+    "DeepFool",
+    "FoolingImages",
+    "FoolingResult",
+    "ThreatModel",
+    "build_attack",
+]

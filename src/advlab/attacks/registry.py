@@ -5,17 +5,20 @@ Bounded attacks take (eps, norm); minimal-perturbation attacks ignore eps and re
 
 from __future__ import annotations
 
+from advlab.attacks.apgd import APGD, APGDTargeted
 from advlab.attacks.base import Attack
 from advlab.attacks.cw import CarliniWagnerL2
 from advlab.attacks.deepfool import DeepFool
+from advlab.attacks.fab import FAB
 from advlab.attacks.fgsm import FGSM
 from advlab.attacks.lbfgs import LBFGS
 from advlab.attacks.mifgsm import MIFGSM
 from advlab.attacks.pgd import BIM, PGD
 from advlab.errors import AdvlabError
 
-WHITEBOX_ATTACKS = ("fgsm", "bim", "pgd", "mifgsm", "deepfool", "cw", "lbfgs")
-MINIMAL_NORM_ATTACKS = ("deepfool", "cw", "lbfgs")
+WHITEBOX_ATTACKS = ("fgsm", "bim", "pgd", "mifgsm", "apgd-ce", "apgd-dlr", "apgd-t", "deepfool", "cw", "lbfgs",
+                    "fab", "fab-t")
+MINIMAL_NORM_ATTACKS = ("deepfool", "cw", "lbfgs", "fab", "fab-t")
 L2_ONLY = ("cw", "lbfgs")
 
 
@@ -34,6 +37,14 @@ def build_attack(name: str, eps: float = 0.3, norm: str = "linf", steps: int | N
         return PGD(eps=eps, steps=steps or 40, step_size=step_size, norm=norm, early_stop=early_stop, **kwargs)
     if name == "mifgsm":
         return MIFGSM(eps=eps, steps=steps or 10, step_size=step_size, norm=norm, **kwargs)
+    if name in ("apgd-ce", "apgd-dlr"):
+        return APGD(eps=eps, norm=norm, steps=steps or 100, loss=name.split("-")[1], **kwargs)
+    if name == "apgd-t":
+        return APGDTargeted(eps=eps, norm=norm, steps=steps or 100, **kwargs)
+    if name == "fab":
+        return FAB(norm=norm, steps=steps or 100, **kwargs)
+    if name == "fab-t":
+        return FAB(norm=norm, steps=steps or 100, targets=kwargs.pop("targets", 9), **kwargs)
     if name == "deepfool":
         return DeepFool(steps=steps or 50, norm=norm, **kwargs)
     if name == "cw":

@@ -62,12 +62,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--p-init", type=probability, default=None, help="Square Attack's initial patch fraction")
     p.add_argument("--labels-only", action="store_true", default=None, help="the oracle returns labels only")
     p.add_argument("--eps", type=nonnegative_float(), default=0.3, help="perturbation bound (ignored by the minimal-"
-                   "perturbation attacks deepfool, cw, lbfgs) (default: %(default)s)")
+                   "perturbation attacks deepfool, cw, lbfgs, fab, fab-t) (default: %(default)s)")
     p.add_argument("--norm", default=None, choices=NORMS, help="threat model (default: linf; l2 for cw and lbfgs)")
     p.add_argument("--steps", type=positive_int, default=None, help="iterations (default: the attack's own)")
     p.add_argument("--step-size", type=positive_float(), default=None,
                    help="PGD/BIM/MI-FGSM step (default: the attack's own)")
-    p.add_argument("--restarts", type=positive_int, default=1, help="PGD random restarts (default: 1)")
+    p.add_argument("--restarts", type=positive_int, default=1, help="PGD/APGD/FAB restarts (default: 1)")
     p.add_argument("--loss", default="ce", choices=("ce", "cw"), help="PGD/FGSM loss (default: ce)")
     p.add_argument("--targeted", action="store_true", help="aim at a class instead of any wrong one")
     p.add_argument("--target-class", default=None, help="class index or name for --targeted (default: a random "
@@ -100,13 +100,17 @@ def _attack_from_args(args) -> object:
     kwargs = {}
     if args.attack == "pgd":
         kwargs.update(restarts=args.restarts, loss=args.loss, seed=args.seed)
+    elif args.attack.startswith(("apgd", "fab")):
+        kwargs.update(restarts=args.restarts, seed=args.seed)
+    if args.attack.startswith("apgd"):
+        kwargs.update(eps=args.eps)
     elif args.attack in ("fgsm", "bim", "mifgsm"):
         kwargs.update(loss=args.loss)
     if args.attack in ("fgsm", "pgd", "bim", "mifgsm"):
         kwargs.update(eps=args.eps)
     if args.attack in ("pgd", "bim", "mifgsm"):
         kwargs.update(step_size=args.step_size)
-    if args.attack in ("pgd", "bim", "mifgsm", "deepfool", "cw"):
+    if args.attack in ("pgd", "bim", "mifgsm", "deepfool", "cw", "apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t"):
         kwargs.update(steps=args.steps)
     return build_attack(args.attack, norm=norm, **kwargs), norm
 
@@ -228,7 +232,7 @@ def add_attack_section(run_dir, model, classes, x, y, res, summary, name, attack
 
 def demo_section(ctx) -> None:
     """FGSM/PGD triptych, robust accuracy vs eps (FGSM, PGD, DeepFool from minimal norms), fooling grid."""
-    from advlab.attacks import FGSM, PGD, DeepFool
+    from advlab.attacks import FAB, FGSM, PGD, DeepFool
     from advlab.evaluation.robust import minimal_norms
 
     n_curve, steps = (8, 3) if ctx.quick else (100, 20)
@@ -250,9 +254,12 @@ def demo_section(ctx) -> None:
                          eps, batch_size=n_curve, device=ctx.device, progress=False)
     df = minimal_norms(model, x, y, DeepFool(norm="linf", steps=10 if ctx.quick else 50, box_aware=3), norm="linf",
                        batch_size=n_curve, device=ctx.device, progress=False)
+    fab = minimal_norms(model, x, y, FAB(norm="linf", steps=3 if ctx.quick else 20), norm="linf",
+                        batch_size=n_curve, device=ctx.device, progress=False)
     curves = {k: (eps, v) for k, v in ev.accuracy.items()}
     grid = [e / 100 for e in range(0, 31)]
     curves["DeepFool (minimal Linf)"] = (grid, df.accuracy_at(grid))
+    curves["FAB (minimal Linf)"] = (grid, fab.accuracy_at(grid))
     curve = robust_curve_figure(curves, ctx.run.figure_path("attack_curve.png"), "linf",
                                 f"robust accuracy vs Linf eps ({n_curve} test images)")
     fool_steps = 1 if ctx.quick else 5
@@ -267,7 +274,8 @@ def demo_section(ctx) -> None:
         "White-box attacks",
         f"FGSM (Goodfellow et al. 2015) and PGD (Madry et al. 2018) on {n_curve} test images: PGD-{steps} robust "
         f"accuracy {acc[0.1]:.2f} at Linf eps 0.1 and {acc[0.3]:.2f} at 0.3 (clean {ev.clean_accuracy:.2f}); "
-        f"DeepFool's median minimal Linf perturbation is {df.median:.3f}. Fooling images: {fool.share:.0%} of "
+        f"DeepFool's median minimal Linf perturbation is {df.median:.3f}, FAB's (Croce & Hein 2020b) "
+        f"{fab.median:.3f}. Fooling images: {fool.share:.0%} of "
         f"Gaussian-noise images pushed by {fool_steps} signed-gradient step(s) (Linf 0.25 in all) toward a class "
         "are given that class with more than 50% confidence (Goodfellow et al.: 93.4% on CIFAR-10).",
         table={"columns": ["eps", *ev.accuracy.keys()],
@@ -277,4 +285,5 @@ def demo_section(ctx) -> None:
                  (grid_fig.name, "fooling images, one row per target class, titled with the model's answer")],
         key="whitebox")
     ctx.run.metrics["whitebox"] = {"robust_accuracy": ev.to_dict(), "deepfool_linf": df.to_dict(),
+                                   "fab_linf": fab.to_dict(),
                                    "fooling": fool.summary()}

@@ -1,19 +1,25 @@
 """advlab evaluate: an honest robustness evaluation of one or more checkpoints.
 
     advlab evaluate CHECKPOINT [CHECKPOINT ...] --dataset mnist --eps 0.1,0.2,0.3 [--n 1000]
-                    [--steps 40] [--restarts 10] [--json OUT]
+                    [--suite classic|standard|rand] [--norm linf|l2] [--steps 40] [--restarts 10] [--json OUT]
+    advlab evaluate --compare RUN_A RUN_B
 
-Clean accuracy and robust accuracy at each eps under FGSM, PGD on the cross-entropy with restarts,
-PGD on the C&W logit margin with restarts and the per-sample worst case of the three, plus the
-gradient-masking diagnostics (advlab.evaluation.defense), as a table, JSON and plots. With several
-checkpoints, a comparison table comes first.
+Clean accuracy and robust accuracy at each eps, plus the gradient-masking diagnostics, as a table,
+JSON and plots. --suite classic (the default): FGSM, PGD on the cross-entropy and on the C&W logit
+margin with restarts, and their per-sample worst case (advlab.evaluation.defense). --suite standard:
+the ensemble of Croce & Hein 2020 (APGD-CE, APGD-T, FAB-T, Square) and --suite rand its EOT version for
+randomized models (advlab.evaluation.suite); they save one record per sample (samples_K.json: which
+attack broke it, at which step, at what cost, the adversarial norm), which --compare reads to list the
+samples one run broke and the other did not. With several checkpoints, a comparison table comes first.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
+from pathlib import Path
 
 import torch
 
@@ -35,26 +41,42 @@ from advlab.cli.common import (
 from advlab.errors import AdvlabError
 from advlab.evaluation.defense import DefenseEvaluation, evaluate_defense, summary_rows
 from advlab.evaluation.records import RecordStore, data_sha256, model_hash, model_summary, recorded
+from advlab.evaluation.suite import SUITES, SuiteConfig, SuiteEvaluation, check_classifier, compare_runs, run_suite
 from advlab.report.attack_figures import robust_curve_figure
-from advlab.report.run import RunDir
+from advlab.report.run import RunDir, load_run
 from advlab.runtime import atomic_write
 
 DEMO_ORDER = 45
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="robust accuracy under FGSM, PGD, C&W and their worst case, with "
+    p = sub.add_parser("evaluate", help="robust accuracy under FGSM, PGD, C&W (classic) or APGD, FAB, Square (--suite "
+                       "standard), worst case per sample, with "
                        "gradient-masking diagnostics",
                        description="Evaluate checkpoints honestly: clean accuracy; robust accuracy at each eps (L-inf) "
                        "under FGSM, PGD on the cross-entropy and PGD on the C&W logit margin (both with restarts), "
                        "and the per-sample worst case; and diagnostics that fire when a defense only hides "
                        "gradients (single-step beating iterative, accuracy rising with eps, an unbounded attack "
                        "not reaching 0%%, zero input gradients, black-box beating white-box).")
-    p.add_argument("models", nargs="+", metavar="CHECKPOINT",
+    p.add_argument("models", nargs="*", metavar="CHECKPOINT",
                    help="one or more .safetensors checkpoints (or architecture names: their default recipe)")
     add_data_args(p)
-    p.add_argument("--eps", type=float_list, default=[0.1, 0.2, 0.3], help="comma-separated L-inf radii "
-                   "(default 0.1,0.2,0.3)")
+    p.add_argument("--suite", default="classic", choices=SUITES,
+                   help="classic: FGSM and PGD (CE, C&W margin) with restarts; standard: APGD-CE, APGD-T, FAB-T, "
+                   "Square (Croce & Hein 2020); rand: APGD-CE and APGD-DLR with EOT, for randomized models "
+                   "(default: classic)")
+    p.add_argument("--norm", default="linf", choices=("linf", "l2"), help="threat model of the standard and rand "
+                   "suites (default linf; classic is L-inf only)")
+    p.add_argument("--eps", type=float_list, default=None, help="comma-separated radii (default 0.1,0.2,0.3 for "
+                   "L-inf; 0.5 on CIFAR-10 and 2.0 on MNIST for L2)")
+    p.add_argument("--targets", type=positive_int, default=9, help="target classes of APGD-T and FAB-T (default 9)")
+    p.add_argument("--iterations", type=positive_int, default=100, help="APGD and FAB iterations (default 100)")
+    p.add_argument("--square-queries", type=positive_int, default=5000, help="Square queries per image in the "
+                   "standard suite (default 5000)")
+    p.add_argument("--eot", type=positive_int, default=20, help="gradient draws per step in the rand suite "
+                   "(default 20)")
+    p.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"), default=None,
+                   help="list the samples one standard/rand evaluation broke and the other did not (run folders)")
     p.add_argument("--n", type=positive_int, default=1000, help="the first N test images (default 1000)")
     p.add_argument("--steps", type=positive_int, default=40, help="PGD steps (default 40)")
     p.add_argument("--restarts", type=positive_int, default=10, help="PGD random restarts (default 10)")
@@ -86,7 +108,17 @@ def describe(meta: dict) -> str:
 
 
 def check_args(args: argparse.Namespace) -> None:
-    if any(e > 1 for e in args.eps):
+    if args.compare is None and not args.models:
+        raise AdvlabError("give at least one CHECKPOINT to evaluate (or --compare RUN_A RUN_B)")
+    if args.suite == "classic" and args.norm != "linf":
+        raise AdvlabError("--suite classic is L-inf only; use --suite standard for --norm l2")
+    if args.eps is None:
+        args.eps = [0.1, 0.2, 0.3] if args.norm == "linf" else [0.5 if args.dataset == "cifar10" else 2.0]
+    if any(e <= 0 for e in args.eps) and args.suite != "classic":
+        raise AdvlabError(f"--eps must be positive radii for --suite {args.suite}; got {args.eps}")
+    if any(e < 0 for e in args.eps):
+        raise AdvlabError(f"--eps must not be negative; got {args.eps}")
+    if args.norm == "linf" and any(e > 1 for e in args.eps):
         raise AdvlabError(f"--eps are L-inf radii on the [0, 1] pixel scale, at most 1; got {args.eps}")
     if args.blackbox_n < 0 or args.unbounded_n < 0 or args.effort_n < 0:
         raise AdvlabError("--blackbox-n, --unbounded-n and --effort-n must be 0 (skip) or positive")
@@ -113,26 +145,75 @@ def add_model_section(run_dir: RunDir, key: str, label: str, ev: DefenseEvaluati
                                   "per-sample worst case")], key=f"evaluate_{key}")
 
 
+def run_compare(run_a: str, run_b: str) -> int:
+    """Print the samples one evaluation broke and the other did not (first model of each run)."""
+    records = []
+    for path in (run_a, run_b):
+        load_run(path)  # a clear error if it is not a run folder
+        try:
+            records.append(json.loads((Path(path) / "samples_0.json").read_text()))
+        except FileNotFoundError:
+            raise AdvlabError(f"{path} has no per-sample records (samples_0.json); it was not an evaluation with "
+                              "--suite standard or rand") from None
+        except json.JSONDecodeError as exc:
+            raise AdvlabError(f"{path}/samples_0.json is corrupt ({exc.msg})") from None
+    diff = compare_runs(records[0], records[1])
+    for name, key, other in ((run_a, "only_a", records[0]), (run_b, "only_b", records[1])):
+        idx = diff[key]
+        by = ", ".join(f"{i} ({other[i]['broken_by']}, step {other[i]['step']})" for i in idx[:50])
+        print(f"broken only by {name}: {len(idx)} of {diff['n']}" + (f": {by}" if idx else ""))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     check_args(args)
+    if args.compare is not None:
+        return run_compare(*args.compare)
     device = device_from(args)
     data = dataset_split(args, "test", args.n)
+    if args.norm == "l2":
+        bound = math.sqrt(math.prod(data.shape))
+        if any(e > bound for e in args.eps):
+            raise AdvlabError(f"--eps for L2 must be at most {bound:g} on {data.name} (the whole image); "
+                              f"got {args.eps}")
+    x, y = data.tensors()
     loaded = []
     for spec in args.models:
         model, meta = resolve_model(spec, args, device)
         check_model_fits(meta, data, spec)
+        check_classifier(model, x, data.num_classes, device)
         loaded.append((spec, model, meta))
-    x, y = data.tensors()
-    config = {"models": args.models, "dataset": args.dataset, "n": len(data), "eps": args.eps, "steps": args.steps,
-              "restarts": args.restarts, "step_size": args.step_size, "seed": args.seed}
+    config = {"models": args.models, "dataset": args.dataset, "n": len(data), "eps": args.eps, "suite": args.suite,
+              "norm": args.norm, "seed": args.seed}
+    if args.suite == "classic":
+        config.update(steps=args.steps, restarts=args.restarts, step_size=args.step_size)
+    else:
+        config.update(iterations=args.iterations, targets=args.targets, square_queries=args.square_queries,
+                      eot=args.eot)
     store, data_hash = RecordStore(), data_sha256(data.images, data.labels)
     results = {}
     with RunDir(args.out, "evaluate", config) as run_dir:
         for i, (spec, model, meta) in enumerate(loaded):
             label = describe(meta)
-            ev, results[spec] = recorded_evaluation(args, store, data_hash, spec, model, meta, label, x, y, device)
-            add_model_section(run_dir, str(i), label, ev)
-            print_table(label, ev)
+            start, cpu = time.perf_counter(), time.process_time()
+            if args.suite == "classic":  # recorded, and reused from the records (evaluation/records.py)
+                ev, results[spec] = recorded_evaluation(args, store, data_hash, spec, model, meta, label, x, y, device)
+            else:
+                cfg = SuiteConfig(steps=args.iterations, targets=args.targets, square_queries=args.square_queries,
+                                  eot=args.eot, seed=args.seed)
+                ev = run_suite(model, x, y, args.eps, args.norm, args.suite, config=cfg, batch_size=args.batch_size,
+                               device=device, progress=args.progress, unbounded_n=args.unbounded_n)
+                samples = ev.per_sample()
+                (run_dir.tmp / f"samples_{i}.json").write_text(json.dumps(samples) + "\n")
+                results[spec] = {"label": label, **ev.to_dict(), "wall_seconds": time.perf_counter() - start,
+                                 "cpu_seconds": time.process_time() - cpu, "device": str(device),
+                                 "threads": torch.get_num_threads()}
+            if isinstance(ev, SuiteEvaluation):
+                add_suite_section(run_dir, str(i), label, ev)
+                print_suite_table(label, ev)
+            else:
+                add_model_section(run_dir, str(i), label, ev)
+                print_table(label, ev)
         if len(loaded) > 1:
             add_comparison(run_dir, results)
         run_dir.metrics["evaluations"] = results
@@ -195,6 +276,50 @@ def add_comparison(run_dir: RunDir, results: dict, title: str = "Comparison", te
                          "rows": rows},
                "figures": [{"file": fig.name, "caption": "worst-case robust accuracy against L-inf eps"}]}
     run_dir.sections.insert(0 if first else len(run_dir.sections), section)
+
+
+def suite_rows(ev: SuiteEvaluation) -> list[list]:
+    """Table rows: eps, robust accuracy after each member (cumulative), then the worst case."""
+    worst = ev.worst_case()
+    return [[e, *[ev.accuracy_after[m][i] for m in ev.members], worst[i]] for i, e in enumerate(ev.eps)]
+
+
+def add_suite_section(run_dir: RunDir, key: str, label: str, ev: SuiteEvaluation) -> None:
+    clean_point = [0.0, *ev.eps]
+    curves = {f"after {m}": (clean_point, [ev.clean_accuracy, *acc]) for m, acc in ev.accuracy_after.items()}
+    fig = robust_curve_figure(curves, run_dir.figure_path(f"evaluate_{key}.png"), ev.norm,
+                              f"{label}: robust accuracy, {ev.suite} suite ({ev.n} test images)")
+    fired = [d for d in ev.diagnostics if d.fired]
+    verdict = (f"Gradient masking suspected ({len(fired)} of {len(ev.diagnostics)} checks fired): "
+               + " ".join(f"[{d.name}] {d.message}" for d in fired)) if fired else \
+        "No sign of gradient masking: " + " ".join(d.message for d in ev.diagnostics)
+    d = ev.to_dict()
+    cost = "; ".join(f"{m}: {c['backward'] / ev.n:.1f} gradient calls and {c['queries'] / ev.n:.0f} queries per image"
+                     for m, c in d["cost"].items())
+    run_dir.add_section(f"Robustness of {label} ({ev.suite} suite, {ev.norm})",
+                        f"Clean accuracy {ev.clean_accuracy:.4f} on {ev.n} test images. "
+                        + " ".join(n[0].upper() + n[1:] + "." for n in ev.notes)
+                        + f" Robust accuracy after each attack of the ensemble, each run on the samples the earlier "
+                        f"ones left. Cost: {cost}. {verdict}",
+                        table={"columns": ["eps", *[f"after {m}" for m in ev.members], "worst case"],
+                               "rows": suite_rows(ev)},
+                        figures=[(fig.name, f"robust accuracy against {ev.norm} eps after each attack of the "
+                                  "ensemble")],
+                        key=f"evaluate_{key}")
+
+
+def print_suite_table(label: str, ev: SuiteEvaluation) -> None:
+    names = [f"after {m}" for m in ev.members] + ["worst case"]
+    print(f"{label}: clean accuracy {ev.clean_accuracy:.4f} on {ev.n} images ({ev.suite} suite, {ev.norm})")
+    for note in ev.notes:
+        print(f"  note: {note}")
+    print("  eps    " + "  ".join(f"{n[:16]:>16}" for n in names))
+    for row in suite_rows(ev):
+        print(f"  {row[0]:<6g} " + "  ".join(f"{v:>16.4f}" for v in row[1:]))
+    for m, c in ev.to_dict()["cost"].items():
+        print(f"  {m}: {c['backward'] / ev.n:.1f} gradient calls, {c['queries'] / ev.n:.0f} queries per image")
+    for d in ev.diagnostics:
+        print(f"  [{'FIRED' if d.fired else 'ok'}] {d.name}: {d.message}")
 
 
 def print_table(label: str, ev: DefenseEvaluation) -> None:

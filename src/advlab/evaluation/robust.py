@@ -143,7 +143,7 @@ def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks:
 
 @dataclass
 class MinimalNormEvaluation:
-    """Per-sample minimal perturbation norms found by a minimal-norm attack (DeepFool, C&W, L-BFGS).
+    """Per-sample minimal perturbation norms found by a minimal-norm attack (DeepFool, C&W, L-BFGS, FAB).
 
     norms: 0 for samples misclassified to begin with, inf where the attack failed.
     """

@@ -1,0 +1,329 @@
+"""Auto-PGD (Croce & Hein 2020, "Reliable evaluation of adversarial robustness with an ensemble of
+diverse parameter-free attacks", ICML, Algorithm 1), with the cross-entropy, the DLR loss (eq. 6) and
+the targeted DLR loss (eq. 7), under Linf and L2.
+
+APGD is PGD with momentum 0.75 whose step size starts at 2 eps and is halved at the checkpoints
+w_j = ceil(p_j N) of the paper (p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06))
+when either condition of sec. 3.2 holds: (1) fewer than rho = 0.75 of the steps since the last
+checkpoint increased the loss; (2) the step was not halved at the last checkpoint and the best loss has
+not improved since. Each halving restarts the iteration from the point of highest loss found so far.
+
+What differs from the authors' code, to spend fewer gradients at the same strength:
+- a sample leaves the batch the moment its iterate is misclassified (early_stop, on by default): its
+  remaining iterations could not change the evaluation's verdict. The step at which it broke is kept.
+- APGDTargeted ranks the target classes by the clean logits (most likely wrong class first, as the
+  authors do) and runs each next target only on the samples the previous targets left.
+- eot > 1 averages the gradient (and the loss) over that many forward passes of a randomized model
+  (expectation over transformation, Athalye et al. 2018; AutoAttack's "rand" version uses 20).
+
+Every gradient call (one forward and one backward pass of one image) is counted in the result's cost;
+``result.extra`` has, per sample, the step at which it broke (-1: never) and the gradient calls it used.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from advlab.attacks.base import NORMS, Attack, AttackResult
+from advlab.attacks.common import batch_view, check_eps, check_positive_int, enforce_bound, project, random_start
+from advlab.errors import AdvlabError, check_range
+
+APGD_LOSSES = ("ce", "dlr")
+
+
+def checkpoint_fractions(limit: float = 1.0) -> list[Fraction]:
+    """p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06) (sec. 3.2), up to limit.
+
+    Exact fractions, so that ceil(p_j N) is not pushed up by float rounding (0.22 + 0.19 is 0.41, not
+    0.41000000000000003)."""
+    p = [Fraction(0), Fraction(22, 100)]
+    while p[-1] <= limit:
+        p.append(p[-1] + max(p[-1] - p[-2] - Fraction(3, 100), Fraction(6, 100)))
+    return [q for q in p if q <= limit]
+
+
+def step_checkpoints(steps: int) -> list[int]:
+    """The iterations w_j = ceil(p_j * steps) at which the step size may be halved (w_0 = 0 included)."""
+    out = []
+    for p in checkpoint_fractions():
+        w = math.ceil(p * steps)
+        if not out or w > out[-1]:
+            out.append(w)
+    return out
+
+
+def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Difference of logits ratio (eq. 6): -(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3), pi the logits
+    sorted in decreasing order. Invariant to shifting and rescaling the logits; needs 3 classes."""
+    if logits.shape[1] < 3:
+        raise AdvlabError("the DLR loss needs at least 3 classes")
+    top = logits.sort(dim=1, descending=True).values
+    own = logits.gather(1, y[:, None]).squeeze(1)
+    other = logits.scatter(1, y[:, None], float("-inf")).amax(1)
+    return -(own - other) / (top[:, 0] - top[:, 2] + 1e-12)
+
+
+def targeted_dlr_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Targeted DLR (eq. 7): -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2); needs 4 classes."""
+    if logits.shape[1] < 4:
+        raise AdvlabError("the targeted DLR loss needs at least 4 classes")
+    top = logits.sort(dim=1, descending=True).values
+    own = logits.gather(1, y[:, None]).squeeze(1)
+    aim = logits.gather(1, target[:, None]).squeeze(1)
+    return -(own - aim) / (top[:, 0] - (top[:, 2] + top[:, 3]) / 2 + 1e-12)
+
+
+def apgd_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, loss: str) -> torch.Tensor:
+    """Per-sample objective APGD maximizes; with a target, the targeted DLR (or minus the target's CE)."""
+    if target is None:
+        return F.cross_entropy(logits, y, reduction="none") if loss == "ce" else dlr_loss(logits, y)
+    if loss == "ce":
+        return -F.cross_entropy(logits, target, reduction="none")
+    return targeted_dlr_loss(logits, y, target)
+
+
+def is_randomized(model: nn.Module, x: torch.Tensor, draws: int = 2) -> bool:
+    """Whether the model's forward pass (in eval mode) is random: two passes on the same images differ."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        first = model(x)
+        differs = any(not torch.equal(first, model(x)) for _ in range(draws - 1))
+    model.train(was_training)
+    return differs
+
+
+def attach_extra(result: AttackResult, extra: dict) -> None:
+    """Per-sample figures of the attacked rows, spread over the whole batch: samples the base class
+    skipped (already misclassified, or already in the target class) broke at step 0 at no cost."""
+    n = len(result.labels)
+    finished = result.clean_pred == result.target if result.target is not None else result.clean_pred != result.labels
+    todo = (~finished).nonzero().squeeze(1).cpu()
+    for key, values in extra.items():
+        if len(values) == n:
+            result.extra[key] = values
+            continue
+        full = torch.zeros(n, dtype=values.dtype)
+        full[todo] = values
+        result.extra[key] = full
+
+
+class APGD(Attack):
+    """APGD (Algorithm 1) on the cross-entropy ("ce") or the DLR loss ("dlr"), Linf or L2.
+
+    steps: iterations N (gradient calls per run: N + 1, times eot); restarts: further runs from random
+    starts on the samples not yet broken; rho: condition 1's threshold; momentum: alpha of the update.
+    With a target (``attack(model, x, y, target=t)``) it maximizes the targeted DLR loss (or minus the
+    target's cross-entropy) and succeeds when the target is reached.
+    """
+
+    name = "apgd"
+    accepts_start = True
+
+    def __init__(self, eps: float = 0.3, norm: str = "linf", steps: int = 100, loss: str = "ce", restarts: int = 1,
+                 rho: float = 0.75, momentum: float = 0.75, eot: int = 1, early_stop: bool = True,
+                 random_start: bool = True, seed: int | None = 0) -> None:
+        if norm not in NORMS:
+            raise AdvlabError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
+        if loss not in APGD_LOSSES:
+            raise AdvlabError(f"unknown APGD loss {loss!r}; choose one of {', '.join(APGD_LOSSES)}")
+        self.norm, self.loss = norm, loss
+        self.eps = check_eps(eps, norm)
+        self.steps = check_positive_int(steps, "steps")
+        self.restarts = check_positive_int(restarts, "restarts")
+        self.rho = check_range(rho, "rho", 0.0, 1.0)
+        self.momentum = check_range(momentum, "momentum", 0.0, 1.0)
+        self.eot = check_positive_int(eot, "eot")
+        self.early_stop = bool(early_stop)
+        self.random_start = bool(random_start)
+        self.seed = seed
+        self.checkpoints = step_checkpoints(self.steps)
+        self._extra: dict = {}
+
+    def __call__(self, model, x, y, target=None, start=None, clean_logits=None) -> AttackResult:
+        result = super().__call__(model, x, y, target, start, clean_logits)
+        attach_extra(result, self._extra)
+        self._extra = {}
+        return result
+
+    # --- the pieces of one run ---
+    def _gradient(self, model, x, y, target, cost):
+        """Gradient of the per-sample loss (averaged over eot draws), the mean logits and the loss."""
+        grad = torch.zeros_like(x)
+        logits_sum, loss_sum = None, None
+        with torch.enable_grad():
+            for _ in range(self.eot):
+                xr = x.detach().requires_grad_(True)
+                logits = model(xr)
+                objective = apgd_loss(logits, y, target, self.loss)
+                (g,) = torch.autograd.grad(objective.sum(), xr)
+                grad += g
+                logits_sum = logits.detach() if logits_sum is None else logits_sum + logits.detach()
+                loss_sum = objective.detach() if loss_sum is None else loss_sum + objective.detach()
+        cost.forward += len(x) * self.eot
+        cost.backward += len(x) * self.eot
+        return grad / self.eot, logits_sum / self.eot, loss_sum / self.eot
+
+    def _direction(self, grad: torch.Tensor) -> torch.Tensor:
+        if self.norm == "linf":
+            return grad.sign()
+        return grad / batch_view(grad.flatten(1).norm(dim=1).clamp_min(1e-12), grad)
+
+    def _start(self, x, start, generator):
+        if start is not None:
+            return project(start, x, self.eps, self.norm)
+        if self.random_start and self.eps > 0:
+            return random_start(x, self.eps, self.norm, generator)
+        return x.clone()
+
+    def _goal(self, logits, y, target):
+        pred = logits.argmax(1)
+        return pred == target if target is not None else pred != y
+
+    def run(self, model, x, y, target, cost, start=None, generator=None, aim=None):
+        """One APGD run (Algorithm 1) on the batch. Returns (adv, success, step broken (-1: never), gradient
+        calls per sample); adv is the first adversarial iterate, else the point of highest loss.
+
+        target: the class to reach (None: any wrong class); aim: the class the loss pulls toward when it
+        differs from the goal (APGD-T: the targeted DLR toward aim, success on any misclassification)."""
+        n, eps = len(x), self.eps
+        if aim is None:
+            aim = target
+        adv = self._start(x, start, generator)
+        grads_used = torch.zeros(n, dtype=torch.long, device=x.device)
+        broke_at = torch.full((n,), -1, dtype=torch.long, device=x.device)
+        success = torch.zeros(n, dtype=torch.bool, device=x.device)
+        grad, logits, loss = self._gradient(model, adv, y, aim, cost)
+        grads_used += self.eot
+        hit = self._goal(logits, y, target)
+        success |= hit
+        broke_at[hit] = 0
+        best_adv = adv.clone()  # the adversarial point (successes) or the point of highest loss
+        # per-sample state; `active` indexes the samples still iterating
+        x_cur, x_prev = adv.clone(), adv.clone()
+        f_cur, f_max = loss.clone(), loss.clone()
+        g_cur, g_max = grad, grad.clone()
+        x_max = adv.clone()
+        eta = torch.full((n,), 2.0 * eps, device=x.device)
+        increases = torch.zeros(n, device=x.device)
+        f_max_at_check = f_max.clone()
+        halved_at_check = torch.zeros(n, dtype=torch.bool, device=x.device)  # w_0: the step was not halved
+        active = (~success).nonzero().squeeze(1) if self.early_stop else torch.arange(n, device=x.device)
+        checkpoints = set(self.checkpoints[1:])
+        last_check = 0
+        for k in range(self.steps):
+            if len(active) == 0:
+                break
+            a = active
+            xa = x[a]
+            step = batch_view(eta[a], xa) * self._direction(g_cur[a])
+            z = project(x_cur[a] + step, xa, eps, self.norm)
+            alpha = 1.0 if k == 0 else self.momentum  # no previous step to carry momentum from at k = 0
+            new = project(x_cur[a] + alpha * (z - x_cur[a]) + (1 - alpha) * (x_cur[a] - x_prev[a]), xa, eps,
+                          self.norm)
+            x_prev[a] = x_cur[a]
+            x_cur[a] = new
+            g, lg, f = self._gradient(model, new, y[a], None if aim is None else aim[a], cost)
+            grads_used[a] += self.eot
+            increases[a] += (f > f_cur[a]).float()
+            f_cur[a], g_cur[a] = f, g
+            better = f > f_max[a]
+            rows = a[better]
+            f_max[rows], x_max[rows], g_max[rows] = f[better], new[better], g[better]
+            hit = self._goal(lg, y[a], None if target is None else target[a]) & ~success[a]
+            rows = a[hit]
+            success[rows] = True
+            broke_at[rows] = k + 1
+            best_adv[rows] = new[hit]
+            if k + 1 in checkpoints:
+                span = k + 1 - last_check
+                cond1 = increases[a] < self.rho * span
+                cond2 = ~halved_at_check[a] & (f_max_at_check[a] >= f_max[a])
+                halve = cond1 | cond2
+                rows = a[halve]
+                eta[rows] /= 2
+                x_cur[rows], x_prev[rows], g_cur[rows], f_cur[rows] = x_max[rows], x_max[rows], g_max[rows], \
+                    f_max[rows]
+                halved_at_check[a] = halve
+                f_max_at_check[a] = f_max[a]
+                increases[a] = 0
+                last_check = k + 1
+            if self.early_stop:
+                active = a[~success[a]]
+        failed = ~success
+        best_adv[failed] = x_max[failed]
+        return enforce_bound(best_adv, x, eps, self.norm), success, broke_at, grads_used
+
+    def perturb(self, model, x, y, target, cost, start=None):
+        generator = None if self.seed is None else torch.Generator(device=x.device).manual_seed(self.seed)
+        adv, success, broke_at, used = self.run(model, x, y, target, cost, start, generator)
+        for _ in range(self.restarts - 1):
+            todo = (~success).nonzero().squeeze(1)
+            if len(todo) == 0:
+                break
+            t = None if target is None else target[todo]
+            a2, s2, b2, u2 = self.run(model, x[todo], y[todo], t, cost, None, generator)
+            used[todo] += u2
+            won = todo[s2]
+            adv[won], success[won] = a2[s2], True
+            broke_at[won] = b2[s2] + used[won] - u2[s2]  # steps counted across runs
+        self._extra = {"broke_at_step": broke_at.cpu(), "gradient_calls": used.cpu()}
+        return adv
+
+
+class APGDTargeted(APGD):
+    """APGD-T: APGD on the targeted DLR loss toward each of the `targets` most likely wrong classes by
+    the clean logits, in turn, each run only on the samples still correctly classified (Croce & Hein
+    2020, sec. 4). Succeeds on misclassification, whichever class; with an explicit target it is the
+    plain targeted APGD toward that class."""
+
+    name = "apgd-t"
+
+    def __init__(self, eps: float = 0.3, norm: str = "linf", steps: int = 100, targets: int = 9, **kwargs) -> None:
+        kwargs.setdefault("loss", "dlr")
+        super().__init__(eps=eps, norm=norm, steps=steps, **kwargs)
+        self.targets = check_positive_int(targets, "targets")
+
+    def perturb(self, model, x, y, target, cost, start=None):
+        if target is not None:
+            return super().perturb(model, x, y, target, cost, start)
+        generator = None if self.seed is None else torch.Generator(device=x.device).manual_seed(self.seed)
+        n = len(x)
+        with torch.no_grad():
+            clean = model(x)
+        cost.forward += n
+        ranked = clean.scatter(1, y[:, None], float("-inf")).argsort(1, descending=True)
+        adv = x.clone()
+        success = clean.argmax(1) != y
+        broke_at = torch.where(success, 0, -1)
+        target_rank = torch.where(success, 0, -1)
+        used = torch.zeros(n, dtype=torch.long, device=x.device)
+        best_loss = torch.full((n,), -math.inf, device=x.device)
+        for rank in range(min(self.targets, clean.shape[1] - 1)):
+            todo = (~success).nonzero().squeeze(1)
+            if len(todo) == 0:
+                break
+            first = None if start is None else start[todo]
+            # the goal of each run is misclassification: success is checked on y, the loss aims at t
+            a2, s2, b2, u2 = self.run(model, x[todo], y[todo], None, cost, first, generator, aim=ranked[todo, rank])
+            prior = used[todo]
+            used[todo] += u2
+            won = todo[s2]
+            adv[won], success[won] = a2[s2], True
+            broke_at[won] = b2[s2] + prior[s2]
+            target_rank[won] = rank + 1
+            # a failed sample keeps the point of highest loss over the targets (comparable: same DLR scale)
+            lost = ~s2
+            with torch.no_grad():
+                f = targeted_dlr_loss(model(a2[lost]), y[todo][lost], ranked[todo, rank][lost])
+            cost.forward += int(lost.sum())
+            rows = todo[lost]
+            better = f > best_loss[rows]
+            adv[rows[better]], best_loss[rows[better]] = a2[lost][better], f[better]
+        self._extra = {"broke_at_step": broke_at.cpu(), "gradient_calls": used.cpu(), "target_rank": target_rank.cpu()}
+        return adv

@@ -1,0 +1,305 @@
+"""The ensemble evaluation of Croce & Hein (2020, "Reliable evaluation of adversarial robustness with
+an ensemble of diverse parameter-free attacks", sec. 4), run so that no gradient is spent twice.
+
+Suites:
+- ``standard``: APGD-CE, then APGD-T (9 target classes), FAB-T (9 target classes), Square (5,000
+  queries), each only on the samples every earlier attack left correctly classified; a sample counts
+  as robust only if all four failed (the per-sample worst case).
+- ``rand``: for models whose forward pass is random: APGD-CE and APGD-DLR with the gradient averaged
+  over 20 draws (EOT). A model found to be randomized gets this suite even when ``standard`` is asked for.
+
+Where the gradients go (docs/evaluation.md measures it): the members run in order of cost-effectiveness
+and each sample leaves every attack the moment it is misclassified (the authors' code keeps iterating on
+broken samples until the run ends); the targets of APGD-T and FAB-T are ranked by the clean logits
+and each next target runs only on the samples still unbroken. With several eps (ascending) a sample
+broken at a smaller eps counts as broken at every larger one (the balls are nested), so each eps only
+attacks the survivors of the previous one.
+
+Per sample the evaluation keeps which attack broke it, at which eps, at which step (iteration, or query
+for Square), the gradient calls and queries spent on it, and the norm of its adversarial perturbation.
+The random starts are drawn once per sample (seeded), so a sample's attack does not depend on which
+other samples share its batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from advlab.attacks import FGSM
+from advlab.attacks.apgd import APGD, APGDTargeted, is_randomized
+from advlab.attacks.base import Cost
+from advlab.attacks.blackbox.oracle import LocalOracle
+from advlab.attacks.blackbox.square import Square
+from advlab.attacks.common import random_start
+from advlab.attacks.fab import FAB
+from advlab.errors import AdvlabError
+from advlab.evaluation.defense import Diagnostic, check_gradients, check_unbounded
+
+SUITES = ("classic", "standard", "rand")
+MEMBERS = {
+    "standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
+    "rand": ("apgd-ce", "apgd-dlr"),
+}
+DISPLAY = {"apgd-ce": "APGD-CE", "apgd-dlr": "APGD-DLR", "apgd-t": "APGD-T", "fab-t": "FAB-T", "square": "Square"}
+
+
+@dataclass
+class SuiteConfig:
+    """The protocol's settings (the authors' defaults)."""
+
+    steps: int = 100
+    targets: int = 9
+    square_queries: int = 5000
+    square_p_init: float = 0.8
+    eot: int = 20
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def check_classifier(model: nn.Module, x: torch.Tensor, num_classes: int, device) -> None:
+    """A classifier maps a batch to (batch, num_classes) finite logits; anything else is refused."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(x[:2].to(device))
+    except Exception as exc:  # noqa: BLE001 (a model that cannot run on the data is the user's input)
+        raise AdvlabError(f"the model does not run on these images ({type(exc).__name__}: {exc}); "
+                          "pass a classifier checkpoint trained on this data set") from None
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[1] != num_classes:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise AdvlabError(f"the model is not a classifier of {num_classes} classes (its output has shape {shape}); "
+                          "pass a classifier checkpoint")
+
+
+@dataclass
+class SuiteEvaluation:
+    """Robust accuracy per eps under the ensemble, per member, and per sample."""
+
+    suite: str
+    norm: str
+    eps: list[float]
+    n: int
+    clean_correct: torch.Tensor
+    broken_eps: torch.Tensor  # smallest eps that broke the sample (0: misclassified clean, inf: robust)
+    broken_by: list[str]  # the attack that broke it ("clean": misclassified to begin with, "": robust)
+    step: torch.Tensor  # iteration (queries for Square) at which it broke, -1 if robust
+    gradient_calls: torch.Tensor  # forward+backward passes spent on the sample, all attacks and eps
+    queries: torch.Tensor  # forward-only queries spent on it (Square)
+    adv_norm: torch.Tensor  # norm of its adversarial perturbation (inf if robust)
+    members: list[str]
+    accuracy_after: dict[str, list[float]]  # member -> robust accuracy per eps after it ran
+    cost: dict[str, Cost]
+    config: SuiteConfig
+    randomized: bool = False
+    notes: list[str] = field(default_factory=list)
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    @property
+    def clean_accuracy(self) -> float:
+        return self.clean_correct.float().mean().item()
+
+    def robust_accuracy(self) -> list[float]:
+        return [(self.broken_eps > e).float().mean().item() for e in self.eps]
+
+    def worst_case(self) -> list[float]:
+        return self.robust_accuracy()
+
+    @property
+    def masking_suspected(self) -> bool:
+        return any(d.fired for d in self.diagnostics)
+
+    def per_sample(self) -> list[dict]:
+        """One record per sample, in data order (saved as samples.json in the run folder)."""
+        rows = []
+        for i in range(self.n):
+            e = float(self.broken_eps[i])
+            rows.append({"index": i, "clean_correct": bool(self.clean_correct[i]),
+                         "broken_by": self.broken_by[i], "broken_at_eps": e if math.isfinite(e) else None,
+                         "step": int(self.step[i]), "gradient_calls": int(self.gradient_calls[i]),
+                         "queries": int(self.queries[i]),
+                         "adv_norm": float(self.adv_norm[i]) if math.isfinite(float(self.adv_norm[i])) else None})
+        return rows
+
+    def to_dict(self) -> dict:
+        total = Cost()
+        for c in self.cost.values():
+            total.forward, total.backward, total.queries = (total.forward + c.forward, total.backward + c.backward,
+                                                            total.queries + c.queries)
+        return {"suite": self.suite, "norm": self.norm, "eps": self.eps, "n": self.n,
+                "clean_accuracy": self.clean_accuracy, "robust_accuracy": self.robust_accuracy(),
+                "worst_case": self.worst_case(), "members": self.members, "accuracy_after": self.accuracy_after,
+                "cost": {k: c.to_dict() for k, c in self.cost.items()}, "total_cost": total.to_dict(),
+                "gradient_calls_per_image": total.backward / max(self.n, 1),
+                "broken_by_count": {m: self.broken_by.count(m) for m in self.members},
+                "config": self.config.to_dict(), "randomized": self.randomized, "notes": self.notes,
+                "masking_suspected": self.masking_suspected, "diagnostics": [d.to_dict() for d in self.diagnostics]}
+
+
+def _build(member: str, eps: float, norm: str, cfg: SuiteConfig, eot: int):
+    if member == "apgd-ce":
+        return APGD(eps=eps, norm=norm, steps=cfg.steps, loss="ce", eot=eot, seed=cfg.seed)
+    if member == "apgd-dlr":
+        return APGD(eps=eps, norm=norm, steps=cfg.steps, loss="dlr", eot=eot, seed=cfg.seed)
+    if member == "apgd-t":
+        return APGDTargeted(eps=eps, norm=norm, steps=cfg.steps, targets=cfg.targets, seed=cfg.seed)
+    if member == "fab-t":
+        return FAB(norm=norm, eps=eps, steps=cfg.steps, targets=cfg.targets, seed=cfg.seed)
+    if member == "square":
+        return Square(eps=eps, norm=norm, max_queries=cfg.square_queries, p_init=cfg.square_p_init, seed=cfg.seed)
+    raise AdvlabError(f"unknown suite member {member!r}; choose from {', '.join(DISPLAY)}")
+
+
+def run_suite(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Sequence[float], norm: str = "linf",
+              suite: str = "standard", members: Sequence[str] | None = None, config: SuiteConfig | None = None,
+              batch_size: int = 500, device: torch.device | str = "cpu", progress: bool = True,
+              diagnostics: bool = True, unbounded_n: int = 200) -> SuiteEvaluation:
+    """The ensemble `suite` ("standard" or "rand") at each eps; members overrides the list of attacks
+    (a subset, in order, e.g. to run one member alone on the same samples)."""
+    if suite not in MEMBERS:
+        raise AdvlabError(f"unknown suite {suite!r}; choose one of {', '.join(SUITES)}")
+    cfg = config or SuiteConfig()
+    if norm not in ("linf", "l2"):
+        raise AdvlabError(f"unknown norm {norm!r}; choose linf or l2")
+    eps_sorted = sorted(float(e) for e in eps)
+    top = 1.0 if norm == "linf" else math.sqrt(x[0].numel())
+    if not eps_sorted or eps_sorted[0] <= 0 or eps_sorted[-1] > top:
+        raise AdvlabError(f"eps must be positive and at most {top:g} for {norm}, got {list(eps)}")
+    device = torch.device(device)
+    notes = []
+    randomized = is_randomized(model, x[:8].to(device))
+    if randomized and suite == "standard":
+        suite = "rand"
+        notes.append("the model's forward pass is random (two passes on the same images differ): the rand suite "
+                     f"(APGD-CE and APGD-DLR with EOT over {cfg.eot} draws) replaces the standard one")
+    members = list(members) if members is not None else list(MEMBERS[suite])
+    eot = cfg.eot if suite == "rand" else 1
+    n = len(x)
+    model.eval()
+    with torch.no_grad():
+        clean_logits = torch.cat([model(x[s:s + batch_size].to(device)).cpu() for s in range(0, n, batch_size)])
+    correct = clean_logits.argmax(1) == y.cpu()
+    broken_eps = torch.where(correct, math.inf, 0.0).double()
+    broken_by = ["" if c else "clean" for c in correct.tolist()]
+    step = torch.where(correct, -1, 0).long()
+    grads = torch.zeros(n, dtype=torch.long)
+    queries = torch.zeros(n, dtype=torch.long)
+    adv_norm = torch.where(correct, torch.full((n,), math.inf), torch.zeros(n))
+    costs = {m: Cost() for m in members}
+    after: dict[str, list[float]] = {m: [] for m in members}
+    generator = torch.Generator().manual_seed(cfg.seed)
+    unit_starts = random_start(torch.full_like(x[:1], 0.5).expand_as(x).contiguous(), 0.5, norm, generator) - 0.5
+    for e in eps_sorted:
+        # the same per-sample random direction at every eps, scaled to the ball (a box-clipped start)
+        starts = (x + unit_starts * (2 * e)).clamp(0.0, 1.0)
+        for member in members:
+            attack = _build(member, e, norm, cfg, eot)
+            todo = (broken_eps > e).nonzero().squeeze(1)
+            bar = tqdm(range(0, len(todo), batch_size), desc=f"{DISPLAY[member]} eps {e:g}", disable=not progress,
+                       leave=False)
+            for s in bar:
+                idx = todo[s:s + batch_size]
+                xb, yb = x[idx].to(device), y[idx].to(device)
+                if member == "square":
+                    result = attack(LocalOracle(model), xb, yb)
+                    at = result.extra["queries_at_success"].cpu()
+                    used_q = result.extra["queries"].cpu()
+                    costs[member].queries += result.cost.queries
+                    queries[idx] += used_q
+                else:
+                    extra = {"start": starts[idx].to(device)} if member.startswith("apgd") else {}
+                    result = attack(model, xb, yb, clean_logits=clean_logits[idx].to(device), **extra)
+                    at = result.extra["broke_at_step"].cpu()
+                    grads[idx] += result.extra["gradient_calls"].cpu()  # EOT draws included
+                    costs[member].forward += result.cost.forward
+                    costs[member].backward += result.cost.backward
+                hit = (result.adv_pred != result.labels).cpu()
+                size = result.norms[norm].cpu()
+                rows = idx[hit]
+                broken_eps[rows] = e
+                step[rows] = at[hit]
+                adv_norm[rows] = size[hit]
+                for r in rows.tolist():
+                    broken_by[r] = DISPLAY[member]
+            after[member].append((broken_eps > e).float().mean().item())
+    ev = SuiteEvaluation(suite, norm, eps_sorted, n, correct, broken_eps, broken_by, step, grads, queries, adv_norm,
+                         [DISPLAY[m] for m in members], {DISPLAY[m]: v for m, v in after.items()},
+                         {DISPLAY[m]: c for m, c in costs.items()}, cfg, randomized, notes)
+    if diagnostics:
+        ev.diagnostics = suite_diagnostics(model, x, y, ev, batch_size, device, unbounded_n)
+    return ev
+
+
+def suite_diagnostics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ev: SuiteEvaluation, batch_size: int,
+                      device, unbounded_n: int = 200, tolerance: float = 0.01) -> list[Diagnostic]:
+    """The gradient-masking checks with an ensemble: the gradient statistics and the unbounded attack of
+    advlab.evaluation.defense, single step against the first iterative member at the largest eps, and
+    whether a later member (above all the gradient-free Square) broke what the first member left."""
+    top = max(ev.eps)
+    out = [check_gradients(model, x, y, batch_size=batch_size, device=device)]
+    if unbounded_n:
+        out.append(check_unbounded(model, x[:unbounded_n], y[:unbounded_n], batch_size=batch_size, device=device))
+    first = ev.members[0]
+    first_acc = ev.accuracy_after[first][-1]
+    todo = ev.clean_correct.nonzero().squeeze(1)
+    fgsm_broken = 0
+    for s in range(0, len(todo), batch_size):
+        idx = todo[s:s + batch_size]
+        r = FGSM(eps=top, norm=ev.norm)(model, x[idx].to(device), y[idx].to(device))
+        fgsm_broken += int((r.adv_pred != r.labels).sum())
+    fgsm_acc = (len(todo) - fgsm_broken) / ev.n
+    gap = fgsm_acc - first_acc
+    fired = fgsm_acc < first_acc - tolerance
+    out.append(Diagnostic(
+        "single-step stronger than iterative", fired,
+        (f"FGSM leaves {fgsm_acc:.1%} at eps {top:g}, {first} {first_acc:.1%}: the one-step attack is the stronger, "
+         "so the iterative attack is not following a useful gradient; rerun with more EOT draws or check for "
+         "masking." if fired else
+         f"FGSM leaves {fgsm_acc:.1%} at eps {top:g} and {first} {first_acc:.1%} (gap {gap:.1%})."),
+        {"fgsm_accuracy": fgsm_acc, f"{first}_accuracy": first_acc, "eps": top, "tolerance": tolerance}))
+    final = ev.robust_accuracy()[-1]
+    overstated = first_acc - final
+    fired = overstated > tolerance
+    out.append(Diagnostic(
+        "stronger attack breaks what a weaker left", fired,
+        (f"{first} alone would have overstated robustness by {overstated:.1%} points at eps {top:g} "
+         f"({first_acc:.1%} against the ensemble's {final:.1%}); breaks per attack: "
+         + ", ".join(f"{m} {ev.broken_by.count(m)}" for m in ev.members) + "." if fired else
+         f"The ensemble adds at most {overstated:.1%} to {first} alone at eps {top:g}."),
+        {"first_member_accuracy": first_acc, "ensemble_accuracy": final, "tolerance": tolerance}))
+    if "Square" in ev.members:
+        only_square = ev.broken_by.count("Square") / ev.n
+        fired = only_square > tolerance
+        out.append(Diagnostic(
+            "black-box stronger than white-box", fired,
+            (f"Square Attack (no gradients) breaks {only_square:.1%} of samples that every gradient attack left: "
+             "the gradients are masked; trust the black-box figure and try EOT or BPDA." if fired else
+             f"Square Attack breaks {only_square:.1%} of samples the gradient attacks left."),
+            {"broken_only_by_square": only_square, "tolerance": tolerance}))
+    return out
+
+
+def compare_runs(a: list[dict], b: list[dict]) -> dict:
+    """Samples that one evaluation broke and the other did not (per-sample records of two runs on the
+    same images, as saved in samples.json)."""
+    if len(a) != len(b):
+        raise AdvlabError(f"the two runs evaluated different numbers of samples ({len(a)} and {len(b)}); compare "
+                          "runs on the same images")
+    only_a, only_b = [], []
+    for ra, rb in zip(a, b, strict=True):
+        ba, bb = ra["broken_by"] not in ("", "clean"), rb["broken_by"] not in ("", "clean")
+        if ba and not bb and rb["broken_by"] != "clean":
+            only_a.append(ra["index"])
+        if bb and not ba and ra["broken_by"] != "clean":
+            only_b.append(rb["index"])
+    return {"only_a": only_a, "only_b": only_b, "n": len(a)}
