@@ -161,17 +161,23 @@ def test_deformation_strength_is_checked():
         AdversarialTShirt(source=1, target=1)
 
 
-def test_tshirt_patch_evades_on_held_out_images(lenet_mnist, mnist_train, mnist_test):
-    model = lenet_mnist[0]
-    x, y = mnist_train.tensors(1500)
-    hx, hy = mnist_test.subset(slice(1000, 1600))[:]
-    wearer = AdversarialTShirt(source=1, size=0.2, steps=60, lr=0.1, batch_size=32,
+def test_tshirt_patch_evades_on_held_out_images():
+    # The closed-form centre-colour classifier: green images are class 0, and only a patch that
+    # turns the centre red (through the printer map, folds and placement jitter) makes them class 1.
+    g = torch.Generator().manual_seed(0)
+    green = torch.tensor([0.2, 0.7, 0.2]).view(1, 3, 1, 1)
+    images = (green + 0.1 * torch.rand(300, 3, 16, 16, generator=g)).clamp(0, 1)
+    labels = torch.zeros(300, dtype=torch.long)
+    model = CentreColour()
+    wearer = AdversarialTShirt(source=0, size=0.2, steps=30, lr=0.1, batch_size=16,
                                deformation=ClothDeformation(0.08), transforms=PrintPhotoTransforms(jpeg=None))
-    patch = wearer.fit(model, x, y)
-    assert patch.shape == (1, 13, 13) and patch.min() >= 0 and patch.max() <= 1
-    measured = tshirt_success_rate(model, patch, hx, hy, wearer, ClothDeformation(0.08), draws=2, seed=7)
-    assert measured["images"] >= 40
-    assert measured["success_rate"] >= measured["random_patch_rate"] + 0.3
+    patch = wearer.fit(model, images[:200], labels[:200])
+    assert patch.shape == (3, 7, 7) and patch.min() >= 0 and patch.max() <= 1
+    measured = tshirt_success_rate(model, patch, images[200:], labels[200:], wearer, ClothDeformation(0.12),
+                                   draws=2, transforms=PrintPhotoTransforms(jpeg=None), seed=7)
+    assert measured["images"] == 100
+    assert measured["success_rate"] >= 0.9
+    assert measured["random_patch_rate"] <= 0.1
 
 
 def test_cli_physical3d_and_tshirt(lenet_mnist, tmp_path, capsys):
