@@ -233,3 +233,19 @@ def test_fixed_view_is_upright_and_centred():
     rows, cols = mask[0, 0].sum(1), mask[0, 0].sum(0)
     centre = lambda w: float((w * torch.arange(16.0)).sum() / w.sum())  # noqa: E731
     assert abs(centre(rows) - 7.5) < 0.5 and abs(centre(cols) - 7.5) < 0.5
+
+
+def test_demo_section_adds_the_object_and_the_tshirt(lenet_mnist, tmp_path, mnist_train, mnist_test):
+    from advlab.cli.demo import DemoContext
+    from advlab.cli.physical3d import DEMO_ORDER, demo_section
+    from advlab.report.run import RunDir
+
+    assert DEMO_ORDER == 81
+    with RunDir(tmp_path / "demo", "demo", {}) as run_dir:
+        ctx = DemoContext(run_dir, lenet_mnist[0], lenet_mnist[1], mnist_train, mnist_test, torch.device("cpu"),
+                          quick=True, progress=False)
+        demo_section(ctx)
+        out = run_dir.commit()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["physical3d"]["rows"]) == 3 and len(metrics["tshirt"]["rows"]) == 2
+    assert (out / "figures" / "object_views.png").is_file() and (out / "figures" / "tshirt_strength.png").is_file()

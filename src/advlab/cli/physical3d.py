@@ -258,7 +258,8 @@ def run_physical3d(args: argparse.Namespace) -> int:
                                   args.steps, args.samples, args.lr, args.views, per_angle=args.per_angle,
                                   seed=args.seed, progress=args.progress)
         object_section(run_dir, model, result, test_renderer, target, true_class, test.classes,
-                       f"{spec} on {args.dataset}", eps, args.steps, args.samples, args.views, args.per_angle)
+                       f"{Path(spec).stem} on {args.dataset}", eps, args.steps, args.samples, args.views,
+                       args.per_angle)
         run_dir.metrics["physical3d"] = {"rows": result["rows"], "curves": result["curves"], "cost": result["cost"],
                                          "reference": {"athalye_turtle_target_rate": ATHALYE_TURTLE}}
         out = run_dir.commit()
@@ -360,7 +361,8 @@ def run_tshirt(args: argparse.Namespace) -> int:
         result = compare_tshirts(model, train_x, train_y, test_x, test_y, source, target, args.size, args.steps,
                                  args.lr, args.train_strength, args.test_strength, strengths, args.grid, args.draws,
                                  args.seed, PrintPhotoSimulation() if args.photo else None, args.progress)
-        tshirt_section(run_dir, model, result, test_x, test_y, test.classes, f"{spec} on {args.dataset}", summary)
+        tshirt_section(run_dir, model, result, test_x, test_y, test.classes, f"{Path(spec).stem} on {args.dataset}",
+                       summary)
         run_dir.metrics["tshirt"] = {"rows": result["rows"], "curves": result["curves"], "cost": result["cost"],
                                      "reference": {"xu_digital": XU_DIGITAL, "xu_physical": XU_PHYSICAL}}
         out = run_dir.commit()
