@@ -166,13 +166,14 @@ def rotation_curve_figure(curves: dict[str, list[dict]], path: Path, target_name
 
 def texture_figure(textures: dict[str, torch.Tensor], path: Path, title: str = "") -> Path:
     """The textures (UV maps: longitude across, latitude down) side by side."""
-    fig, axes = plt.subplots(1, len(textures), figsize=(3.0 * len(textures), 1.9), squeeze=False)
+    wide = max(t.shape[-1] / t.shape[-2] for t in textures.values())
+    fig, axes = plt.subplots(1, len(textures), figsize=((1.2 + 1.3 * wide) * len(textures), 2.2), squeeze=False)
     for ax, (name, texture) in zip(axes[0], textures.items(), strict=True):
         ax.imshow(to_display(texture), cmap="gray", vmin=0, vmax=1)
         ax.set_title(name, fontsize=8)
         ax.axis("off")
     if title:
-        fig.suptitle(title, fontsize=9)
+        fig.suptitle(title, fontsize=9, y=1.04)
     return save(fig, path)
 
 
