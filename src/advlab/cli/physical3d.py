@@ -389,18 +389,19 @@ def demo_section(ctx) -> None:
     true_class, target = 0, 3
     source = ctx.train_data.subset((ctx.train_data.labels == true_class).nonzero().flatten()[:1])[:][0][0]
     texture = texture_from_image(source, 16, 32).to(ctx.device)
-    steps, samples, views, per_angle = (5, 4, 40, 3) if quick else (40, 8, 200, 8)
+    steps, samples, views, per_angle, turn = (4, 4, 24, 2, 90) if quick else (40, 8, 200, 8, 45)
     eps = 0.3
     result = compare_textures(ctx.model, train_renderer, test_renderer, texture, target, true_class, eps, steps,
-                              samples, None, views, angles=list(range(0, 361, 45)), per_angle=per_angle,
+                              samples, None, views, angles=list(range(0, 361, turn)), per_angle=per_angle,
                               progress=ctx.progress)
     object_section(ctx.run, ctx.model, result, test_renderer, target, true_class, classes, "demo model on MNIST",
                    eps, steps, samples, views, per_angle)
     tx, ty = (t.to(ctx.device) for t in ctx.train_data.head(600 if quick else 3000)[:])
-    hx, hy = (t.to(ctx.device) for t in ctx.test_data.subset(slice(2000, 2300 if quick else 3000))[:])
-    patch_steps = 5 if quick else 60
+    hx, hy = (t.to(ctx.device) for t in ctx.test_data.subset(slice(2000, 2200 if quick else 3000))[:])
+    patch_steps = 4 if quick else 60
     tshirt = compare_tshirts(ctx.model, tx, ty, hx, hy, source=1, size=0.2, steps=patch_steps, lr=0.1,
-                             strengths=[0.0, 0.08, 0.15], draws=2, progress=ctx.progress)
+                             strengths=[0.0, 0.15] if quick else [0.0, 0.05, 0.1, 0.15], draws=1 if quick else 2,
+                             progress=ctx.progress)
     tshirt_section(ctx.run, ctx.model, tshirt, hx, hy, classes, "demo model on MNIST",
                    {"size": 0.2, "train_strength": 0.08, "test_strength": 0.08, "grid": 4, "steps": patch_steps})
     ctx.run.metrics["physical3d"] = {"rows": result["rows"], "curves": result["curves"]}
