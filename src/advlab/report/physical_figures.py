@@ -118,3 +118,75 @@ def patch_size_figure(rows: list[dict], path: Path, target_name: str = "") -> Pa
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return save(fig, path)
+
+
+def view_grid_figure(rows: dict[str, torch.Tensor], titles: dict[str, list[str]], path: Path,
+                     title: str = "", marks: dict[str, list[bool]] | None = None) -> Path:
+    """One row per texture (e.g. original, single view, EOT) of the same views, each view titled
+    with its prediction; marks (per row, per view) draw the title in red where True."""
+    names = list(rows)
+    cols = max(len(v) for v in rows.values())
+    fig, axes = plt.subplots(len(names), cols, figsize=(1.25 * cols, 1.45 * len(names) + 0.4), squeeze=False)
+    for r, name in enumerate(names):
+        for c in range(cols):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(rows[name]):
+                ax.axis("off")
+                continue
+            ax.imshow(to_display(rows[name][c]), cmap="gray", vmin=0, vmax=1)
+            hit = bool(marks and marks[name][c])
+            ax.set_title(titles[name][c], fontsize=7, color="C3" if hit else "black")
+        axes[r, 0].set_ylabel(name, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return save(fig, path)
+
+
+def rotation_curve_figure(curves: dict[str, list[dict]], path: Path, target_name: str, true_name: str,
+                          reference: float | None = None) -> Path:
+    """Share of views classified as the target (solid) and as the true class (dashed) against the
+    rotation angle, one colour per texture; reference draws the paper's figure as a grey line."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.5))
+    for i, (name, rows) in enumerate(curves.items()):
+        angles = [r["angle"] for r in rows]
+        ax.plot(angles, [r["target_rate"] for r in rows], "o-", ms=3, color=f"C{i}", label=f"{name}: '{target_name}'")
+        ax.plot(angles, [r["true_rate"] for r in rows], "--", color=f"C{i}", alpha=0.6, label=f"{name}: '{true_name}'")
+    if reference is not None:
+        ax.axhline(reference, color="grey", ls=":", lw=1, label=f"Athalye et al. turtle: {reference:.0%} target")
+    ax.set_xlabel("rotation about the vertical axis (degrees)")
+    ax.set_ylabel("share of views")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xticks(range(0, 361, 45))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, ncol=2)
+    return save(fig, path)
+
+
+def texture_figure(textures: dict[str, torch.Tensor], path: Path, title: str = "") -> Path:
+    """The textures (UV maps: longitude across, latitude down) side by side."""
+    wide = max(t.shape[-1] / t.shape[-2] for t in textures.values())
+    fig, axes = plt.subplots(1, len(textures), figsize=((1.2 + 1.3 * wide) * len(textures), 2.2), squeeze=False)
+    for ax, (name, texture) in zip(axes[0], textures.items(), strict=True):
+        ax.imshow(to_display(texture), cmap="gray", vmin=0, vmax=1)
+        ax.set_title(name, fontsize=8)
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=9, y=1.04)
+    return save(fig, path)
+
+
+def strength_curve_figure(curves: dict[str, list[dict]], path: Path, train_strength: float, label: str) -> Path:
+    """Attack success against the test deformation strength, one line per patch."""
+    fig, ax = plt.subplots(figsize=(5.8, 3.4))
+    for i, (name, rows) in enumerate(curves.items()):
+        style = "x--" if "random" in name else "o-"
+        ax.plot([r["strength"] for r in rows], [r["success_rate"] for r in rows], style, color=f"C{i}", label=name)
+    ax.axvline(train_strength, color="grey", ls=":", lw=1, label=f"TPS training strength {train_strength:g}")
+    ax.set_xlabel("test deformation strength (max control-point shift, share of the patch side)")
+    ax.set_ylabel(label)
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return save(fig, path)

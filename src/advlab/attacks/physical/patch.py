@@ -48,11 +48,19 @@ def sample_placements(n: int, height: int, width: int, side: int, rotation: floa
 
 def place_patch(x: torch.Tensor, patch: torch.Tensor, placement: dict[str, torch.Tensor]
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Paste patch (C, p, p) onto each image at its placement; returns (patched images, coverage
-    mask in [0, 1] of shape (N, 1, H, W)). Differentiable in the patch and in x."""
+    """Paste patch (C, p, p), or one patch per image (N, C, p, p), onto each image at its placement;
+    returns (patched images, coverage mask in [0, 1] of shape (N, 1, H, W)). Differentiable in the
+    patch and in x."""
     n, c, h, w = x.shape
-    if patch.dim() != 3 or patch.shape[0] != c:
-        raise AdvlabError(f"patch must be shaped ({c}, side, side) for these images, got {tuple(patch.shape)}")
+    if patch.dim() == 4 and patch.shape[0] == n:
+        per_image = patch
+    elif patch.dim() == 3:
+        per_image = patch.expand(n, -1, -1, -1)
+    else:
+        per_image = None
+    if per_image is None or patch.shape[-3] != c:
+        raise AdvlabError(f"patch must be shaped ({c}, side, side) or ({n}, {c}, side, side) for these images, "
+                          f"got {tuple(patch.shape)}")
     side = patch.shape[-1]
     p = {k: v.to(x.device, x.dtype) for k, v in placement.items()}
     theta = p["angle"] * math.pi / 180
@@ -61,7 +69,7 @@ def place_patch(x: torch.Tensor, patch: torch.Tensor, placement: dict[str, torch
     middle = torch.full((2,), (side - 1) / 2, dtype=x.dtype, device=x.device)
     shift = p["center"] - linear @ middle
     matrix = torch.cat([linear, shift[:, :, None]], 2)
-    warped = warp_affine(patch.expand(n, -1, -1, -1), matrix, (h, w), align_corners=True)
+    warped = warp_affine(per_image, matrix, (h, w), align_corners=True)
     mask = warp_affine(torch.ones(n, 1, side, side, dtype=x.dtype, device=x.device), matrix, (h, w),
                        align_corners=True).clamp(0, 1)
     return (x * (1 - mask) + warped).clamp(0.0, 1.0), mask  # clamp: float rounding only
