@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -45,11 +46,28 @@ class DeviceGenerator:
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
         self._generator: torch.Generator | None = None
+        self._pending: tuple[torch.Tensor, str] | None = None  # a restored state, applied at the next on()
 
     def on(self, device: torch.device) -> torch.Generator:
         if self._generator is None or self._generator.device != device:
             self._generator = torch.Generator(device=device).manual_seed(self.seed)
+            if self._pending is not None and self._pending[1] == str(self._generator.device):
+                self._generator.set_state(self._pending[0])
+            self._pending = None
         return self._generator
+
+    def state_dict(self) -> dict:
+        """Seed and current state (for resumable training); load_state_dict continues the same stream."""
+        if self._generator is None:
+            state, device = (self._pending if self._pending is not None else (None, ""))
+        else:
+            state, device = self._generator.get_state(), str(self._generator.device)
+        return {"seed": self.seed, "state": state, "device": device}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.seed = int(state["seed"])
+        self._generator = None
+        self._pending = None if state.get("state") is None else (state["state"], state["device"])
 
 
 def cache_dir() -> Path:
@@ -76,3 +94,51 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     finally:
         tmp_path.unlink(missing_ok=True)
     return path
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | Path, busy_message: str) -> Iterator[None]:
+    """Hold an exclusive lock on the file at path (created if needed) while the block runs.
+
+    The operating system drops the lock when its process dies, even by SIGKILL, so a lock that can
+    be taken means its previous holder is gone. A lock held by a live process raises AdvlabError
+    with busy_message. Where file locks are unavailable (not POSIX) the block runs unlocked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise AdvlabError(busy_message) from None
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def lock_is_held(path: str | Path) -> bool:
+    """Whether a live process holds exclusive_lock(path) now (False where locks are unavailable)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return False
+    try:
+        with open(path, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return False
+    except OSError:
+        return True  # cannot tell: treat as held, so nothing is removed

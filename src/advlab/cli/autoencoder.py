@@ -170,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
 def demo_section(ctx) -> None:
     """Latent and output attacks on a small MNIST autoencoder; the demo model reads the results."""
     full = autoencoder_config("mnist")
-    if cached_checkpoint_path(full).is_file():
+    if cached_checkpoint_path(full, ctx.train_data, ctx.test_data).is_file():
         config = full
     elif ctx.quick:
         config = autoencoder_config("mnist", epochs=1, train_subset=2000, schedule="constant")
