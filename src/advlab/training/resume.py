@@ -104,7 +104,7 @@ class TrainingState:
             "optimizer": _pack(optimizer.state_dict(), tensors, "optimizer"),
             "generator": _pack(generator.get_state(), tensors, "generator"),
             "rng": _pack(global_rng_state(), tensors, "rng"),
-            "parts": {name: _pack(part.state_dict(), tensors, f"parts.{name}") for name, part in parts.items()},
+            "parts": _pack({name: part.state_dict() for name, part in parts.items()}, tensors, "parts"),
         }
         header = {STATE_KEY: json.dumps(payload)}
         atomic_write(self.path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
