@@ -142,3 +142,46 @@ def lock_is_held(path: str | Path) -> bool:
             return False
     except OSError:
         return True  # cannot tell: treat as held, so nothing is removed
+
+
+def _nearest_existing(path: Path) -> Path:
+    for candidate in (path, *path.parents):
+        if os.path.lexists(candidate):
+            return candidate
+    return Path(".")
+
+
+def check_writable_folder(folder: str | Path, what: str) -> None:
+    """Refuse (before any work) a place advlab cannot create or write in: a path that runs through a
+    file, a read-only place, /proc. `what` names it for the message (e.g. "--out runs/x"). Probes by
+    creating and removing a folder of its own in the nearest folder that exists."""
+    folder = Path(folder)
+    base = _nearest_existing(folder)
+    if not base.is_dir():
+        raise AdvlabError(f"{what} cannot be created: {base} is a file, not a folder")
+    try:
+        probe = tempfile.mkdtemp(prefix=".advlab-probe-", dir=base)
+        os.rmdir(probe)
+    except OSError as exc:
+        raise AdvlabError(f"{what} cannot be written ({exc.strerror or exc} in {base}); "
+                          "choose a folder you can write to") from None
+
+
+def check_writable_file(path: str | Path, what: str, overwrite: bool = False, suffix: str | None = None) -> Path:
+    """Refuse (before any work) an output file advlab could not write, or one that exists (advlab
+    never replaces a file it did not write in this run, unless overwrite)."""
+    path = Path(path)
+    if suffix is not None and path.suffix != suffix:
+        raise AdvlabError(f"{what} must end in {suffix}, got {path}")
+    if path.is_dir():
+        example = path / ("out" + (suffix or ".json"))
+        raise AdvlabError(f"{what} {path} is a folder; give a file name inside it, e.g. {example}")
+    if os.path.lexists(path) and not overwrite:
+        raise AdvlabError(f"{what} {path} already exists; choose another name, or pass --overwrite to replace it")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        base = _nearest_existing(parent)
+        reason = f"{base} is a file" if not base.is_dir() else "that folder does not exist"
+        raise AdvlabError(f"{what} {path} cannot be written: {reason}; create the folder first or choose another path")
+    check_writable_folder(parent, f"{what} {path}")
+    return path

@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     config = {"autoencoder": args.autoencoder, "classifier": args.classifier, "dataset": args.dataset,
               "modes": modes, "norm": args.norm, "budgets": budgets, "steps": args.steps, "n": args.n,
               "penalty": args.penalty, "seed": args.seed, "random_subset": args.random_subset}
-    with RunDir(args.out, "autoencoder-attack", config) as run_dir:
+    with RunDir(args.out, "autoencoder-attack", config, overwrite=args.overwrite) as run_dir:
         label = f"{args.autoencoder} on {args.dataset} (test MSE {ae_meta.get('test_mse', float('nan')):.4f})"
         run_dir.metrics["autoencoder"] = sweep_section(run_dir, autoencoder, classifier, x, y, pool_x, pool_y, modes,
                                                        args.norm, budgets, args.steps, args.seed, label, args.penalty)

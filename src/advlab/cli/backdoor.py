@@ -325,7 +325,7 @@ def run(args: argparse.Namespace) -> int:
         order = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[: args.n_test]
         test = test.subset(order.sort().values, name=f"{test.name}-{args.n_test}")
     config = {k: v for k, v in vars(settings).items()}
-    with RunDir(args.out, "backdoor", {"settings": config, "device": str(device)}) as run_dir:
+    with RunDir(args.out, "backdoor", {"settings": config, "device": str(device)}, overwrite=args.overwrite) as run_dir:
         run_dir.metrics = run_pipeline(settings, train, test, device, run_dir, args.progress)
         if args.save_poisoned:
             target = settings.target or default_target(train.classes)

@@ -130,7 +130,7 @@ def _run(args: argparse.Namespace, rank: int, world: int, local_rank: int) -> in
         return 0
     if trained_sigma is not None and abs(trained_sigma - sigma) > 1e-12:
         print(f"note: {args.checkpoint} was noise-trained at sigma {trained_sigma:g}, certifying at {sigma:g}")
-    with RunDir(args.out, "certify", config) as run_dir:
+    with RunDir(args.out, "certify", config, overwrite=args.overwrite) as run_dir:
         result = certify_dataset(smooth, data, args.n0, args.n, alpha, args.batch_size, args.seed, ids, device,
                                  progress=args.progress)
         label = f"{meta['architecture']} sigma={sigma:g}"

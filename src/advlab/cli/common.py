@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from advlab.data import ImageDataset, load_dataset
+from advlab.data.folder import MAX_IMAGE_SIZE
 from advlab.errors import AdvlabError
 from advlab.models import architecture, load_checkpoint
-from advlab.runtime import resolve_device
+from advlab.report.run import check_run_destination
+from advlab.runtime import check_writable_file, resolve_device
 from advlab.training import TrainConfig, default_config, train_model
 from advlab.training.trainer import SCHEDULES
 
@@ -21,8 +24,8 @@ def add_data_args(parser: argparse.ArgumentParser, dataset: str | None = "mnist"
                         "<class>/ image subfolders, or with train/ and test/ inside) (default: %(default)s)")
     parser.add_argument("--data-dir", default=None, help="where data sets live (default: $ADVLAB_DATA, else the "
                         "per-user cache); MNIST falls back to the copy inside the package")
-    parser.add_argument("--image-size", type=int, default=32, help="side images of a folder data set are "
-                        "resized to (default: %(default)s)")
+    parser.add_argument("--image-size", type=image_size, default=32, help="side images of a folder data set are "
+                        "resized to, 1 to 1024 (default: %(default)s)")
     parser.add_argument("--channels", type=int, choices=(1, 3), default=3,
                         help="colour channels of a folder data set (default: %(default)s)")
 
@@ -32,7 +35,34 @@ def add_device_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def add_out_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default=None, help="run folder to write (default: runs/COMMAND-TIMESTAMP)")
+    parser.add_argument("--out", default=None, help="run folder to write; must not exist yet or be empty "
+                        "(default: runs/COMMAND-DATE-TIME, made unique)")
+    add_overwrite_arg(parser)
+    parser.set_defaults(run_folder_arg="out")
+
+
+def add_overwrite_arg(parser: argparse.ArgumentParser) -> None:
+    if not any("--overwrite" in action.option_strings for action in parser._actions):
+        parser.add_argument("--overwrite", action="store_true", help="replace an earlier run folder at --out (and "
+                            "existing output files such as --json); files advlab did not write are never replaced")
+
+
+def declare_output_file(parser: argparse.ArgumentParser, dest: str, suffix: str | None = None) -> None:
+    """Have option `dest` (a file advlab writes) checked before any work: writable, not a folder, not
+    an existing file unless --overwrite."""
+    add_overwrite_arg(parser)
+    parser.set_defaults(output_files=[*(parser.get_default("output_files") or []), (dest, suffix)])
+
+
+def check_destinations(args: argparse.Namespace) -> None:
+    """Refuse unusable destinations (run folder, output files) before the command does any work."""
+    overwrite = bool(getattr(args, "overwrite", False))
+    if getattr(args, "run_folder_arg", None):
+        check_run_destination(getattr(args, args.run_folder_arg), overwrite)
+    for dest, suffix in getattr(args, "output_files", None) or []:
+        value = getattr(args, dest, None)
+        if value:
+            check_writable_file(value, f"--{dest.replace('_', '-')}", overwrite, suffix)
 
 
 def add_progress_arg(parser: argparse.ArgumentParser) -> None:
@@ -48,8 +78,8 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=positive_int)
     parser.add_argument("--batch-size", type=positive_int)
     parser.add_argument("--optimizer", choices=("sgd", "adam"))
-    parser.add_argument("--lr", type=float)
-    parser.add_argument("--weight-decay", type=float)
+    parser.add_argument("--lr", type=finite_float)
+    parser.add_argument("--weight-decay", type=non_negative_float)
     parser.add_argument("--schedule", choices=SCHEDULES,
                         help="learning-rate schedule (default onecycle: peak at 25%%, Adam's beta1 cycled; cyclic: "
                         "Wong et al.'s triangle, peak at 40%%)")
@@ -57,7 +87,9 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
                         help="random crop and flip (default: on for color data sets)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-subset", type=positive_int, help="train on this many random training images")
-    parser.add_argument("--checkpoint", default=None, help="also copy the checkpoint here (.safetensors)")
+    parser.add_argument("--checkpoint", default=None, help="also copy the checkpoint here (.safetensors; must not "
+                        "exist yet unless --overwrite)")
+    declare_output_file(parser, "checkpoint", ".safetensors")
     parser.add_argument("--force", action="store_true", help="retrain even when the cache has this config")
     add_device_arg(parser)
     add_out_arg(parser)
@@ -67,8 +99,9 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
 def training_config(args: argparse.Namespace, defaults: dict | None = None, **fields) -> TrainConfig:
     """The data set's default recipe, then `defaults` (a defense's own, e.g. more epochs), then the
     command line's overrides, and fields such as recipe."""
-    if args.model:
-        architecture(args.model)
+    if args.model and architecture(args.model).kind != "classifier":
+        raise AdvlabError(f"--model {args.model} is an {architecture(args.model).kind}, not a classifier; train it "
+                          "with advlab autoencoder")
     if args.checkpoint and not args.checkpoint.endswith(".safetensors"):
         raise AdvlabError(f"--checkpoint must end in .safetensors, got {args.checkpoint}")
     if args.width is not None:
@@ -84,9 +117,34 @@ def float_list(text: str) -> list[float]:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if not values or any(v < 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected non-negative numbers, got {text!r}")
+    if not values or any(v < 0 or not math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"expected finite non-negative numbers, got {text!r}")
     return values
+
+
+def image_size(text: str) -> int:
+    value = positive_int(text)
+    if value > MAX_IMAGE_SIZE:
+        raise argparse.ArgumentTypeError(f"expected an image side of at most {MAX_IMAGE_SIZE}, got {value}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """A number that is neither NaN nor infinite (argparse's float accepts both)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
 
 
 def positive_int(text: str) -> int:
@@ -101,6 +159,12 @@ def positive_int(text: str) -> int:
 
 def dataset_split(args: argparse.Namespace, split: str, n: int | None = None) -> ImageDataset:
     return load_dataset(args.dataset, split, args.data_dir, args.image_size, args.channels).head(n)
+
+
+def data_line(*splits: ImageDataset) -> str:
+    """One printed line saying which data a run uses (source and fingerprint of each split)."""
+    return "data: " + "; ".join(f"{d.name} ({len(d)} images {'x'.join(map(str, d.shape))}) from "
+                                f"{d.meta.get('source', 'memory')}, fingerprint {d.fingerprint[:12]}" for d in splits)
 
 
 def resolve_model(spec: str, args: argparse.Namespace, device: torch.device) -> tuple[nn.Module, dict]:

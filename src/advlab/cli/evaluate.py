@@ -24,6 +24,7 @@ from advlab.cli.common import (
     add_progress_arg,
     check_model_fits,
     dataset_split,
+    declare_output_file,
     device_from,
     float_list,
     positive_int,
@@ -62,7 +63,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="images for the unbounded-attack check (0: skip; default 200)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=positive_int, default=500)
-    p.add_argument("--json", default=None, help="also write the metrics as JSON to this file")
+    p.add_argument("--json", default=None, help="also write the metrics as JSON to this file (must not exist yet "
+                   "unless --overwrite)")
+    declare_output_file(p, "json")
     add_device_arg(p)
     add_out_arg(p)
     add_progress_arg(p)
@@ -118,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     config = {"models": args.models, "dataset": args.dataset, "n": len(data), "eps": args.eps, "steps": args.steps,
               "restarts": args.restarts, "step_size": args.step_size, "seed": args.seed}
     results = {}
-    with RunDir(args.out, "evaluate", config) as run_dir:
+    with RunDir(args.out, "evaluate", config, overwrite=args.overwrite) as run_dir:
         for i, (spec, model, meta) in enumerate(loaded):
             label = describe(meta)
             start, cpu = time.perf_counter(), time.process_time()

@@ -311,7 +311,8 @@ class OverfittingGuard:
         return {"best": self.best, "best_epoch": self.best_epoch, "best_state": self.best_state}
 
     def load_state_dict(self, state: dict) -> None:
-        self.best, self.best_epoch, self.best_state = float(state["best"]), int(state["best_epoch"]), state["best_state"]
+        self.best, self.best_epoch = float(state["best"]), int(state["best_epoch"])
+        self.best_state = state["best_state"]
 
     def __call__(self, model: nn.Module, epoch: int, record: dict) -> bool:
         device = next(model.parameters()).device
