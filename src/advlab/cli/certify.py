@@ -19,7 +19,9 @@ from advlab.cli.common import (
     add_out_arg,
     add_progress_arg,
     check_model_fits,
+    data_line,
     positive_int,
+    seed_int,
 )
 from advlab.data import ImageDataset, load_dataset
 from advlab.defenses.noise import noise_config, train_noise_model
@@ -29,7 +31,7 @@ from advlab.evaluation.certified import DEFAULT_RADII, CertificationResult, cert
 from advlab.models import load_checkpoint
 from advlab.report.certify_figures import COHEN_CIFAR10, certified_accuracy_figure
 from advlab.report.run import RunDir
-from advlab.runtime import resolve_device
+from advlab.runtime import cache_dir, resolve_device
 
 DEMO_ORDER = 50
 
@@ -50,7 +52,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--skip", type=positive_int, default=1,
                    help="certify every SKIP-th test image (Cohen et al.: 20, i.e. 500 of CIFAR-10's 10,000)")
     p.add_argument("--batch-size", type=positive_int, default=1000, help="noisy copies per forward pass")
-    p.add_argument("--seed", type=int, default=0, help="noise seed (each image's noise derives from it)")
+    p.add_argument("--seed", type=seed_int, default=0, help="noise seed (each image's noise derives from it)")
     add_data_args(p, dataset=None)
     add_device_arg(p)
     add_out_arg(p)
@@ -122,17 +124,18 @@ def _run(args: argparse.Namespace, rank: int, world: int, local_rank: int) -> in
               "recipe": meta.get("recipe"), "sigma": sigma, "trained_sigma": trained_sigma, "n0": args.n0,
               "n": args.n, "alpha": alpha, "images": len(ids), "skip": args.skip, "seed": args.seed,
               "batch_size": args.batch_size, "device": str(device), "world_size": world,
-              "torch_threads": torch.get_num_threads()}
+              "torch_threads": torch.get_num_threads(), "data": data.describe()}
     smooth = Smooth(model, meta["model_args"]["num_classes"], sigma)
     if rank != 0:  # workers certify their shard; rank 0 writes the run folder
         certify_dataset(smooth, data, args.n0, args.n, alpha, args.batch_size, args.seed, ids, device,
-                        progress=False)
+                        progress=False, state_dir=cache_dir() / "certify")
         return 0
     if trained_sigma is not None and abs(trained_sigma - sigma) > 1e-12:
         print(f"note: {args.checkpoint} was noise-trained at sigma {trained_sigma:g}, certifying at {sigma:g}")
+    print(data_line(data))
     with RunDir(args.out, "certify", config, overwrite=args.overwrite) as run_dir:
         result = certify_dataset(smooth, data, args.n0, args.n, alpha, args.batch_size, args.seed, ids, device,
-                                 progress=args.progress)
+                                 progress=args.progress, state_dir=cache_dir() / "certify")
         label = f"{meta['architecture']} sigma={sigma:g}"
         add_certify_section(run_dir, [(label, result)], dataset, meta)
         run_dir.metrics = result.to_dict()

@@ -85,7 +85,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
                         "Wong et al.'s triangle, peak at 40%%)")
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                         help="random crop and flip (default: on for color data sets)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_int, default=0)
     parser.add_argument("--train-subset", type=positive_int, help="train on this many random training images")
     parser.add_argument("--checkpoint", default=None, help="also copy the checkpoint here (.safetensors; must not "
                         "exist yet unless --overwrite)")
@@ -144,6 +144,17 @@ def non_negative_float(text: str) -> float:
     value = finite_float(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def seed_int(text: str) -> int:
+    """A random seed: an integer in 0..2**63-1 (torch's and NumPy's seeding refuse the rest)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"expected a seed in 0..2**63-1, got {value}")
     return value
 
 
