@@ -153,7 +153,7 @@ class RunDir:
         if not self.explicit:
             self.path = self._reserve()  # an empty folder of ours, replaced by the rename below
         write_report(self.tmp, self.path.name)
-        written = sorted(p.relative_to(self.tmp).as_posix() for p in self.tmp.rglob("*") if p.is_file())
+        written = sorted(p.relative_to(self.tmp).as_posix() for p in self.tmp.rglob("*"))
         (self.tmp / MANIFEST).write_text(json.dumps(written, indent=1) + "\n")
         replaced = None
         if self.explicit and self.path.is_dir() and any(self.path.iterdir()):

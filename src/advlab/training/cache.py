@@ -67,6 +67,21 @@ def _file_safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")[:40] or "data"
 
 
+def check_takes_images(model: nn.Module, name: str, data: ImageDataset) -> None:
+    """Refuse, before training, an architecture that cannot take the data's images (e.g. LeNet's two
+    5x5 convolutions and poolings on 8x8 images): one forward pass on a blank image."""
+    try:
+        with torch.no_grad():
+            was_training = model.training
+            model.eval()
+            model(torch.zeros((1, *data.shape)))
+            model.train(was_training)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise AdvlabError(f"{name} cannot take {data.name}'s {'x'.join(map(str, data.shape))} images ({first}); "
+                          "choose a larger --image-size or another --model") from None
+
+
 def train_model(config: TrainConfig, device: torch.device, data_dir: str | Path | None = None,
                 batch_loss: BatchLoss = cross_entropy_loss, progress: bool = True,
                 train_data: ImageDataset | None = None, test_data: ImageDataset | None = None,
@@ -103,6 +118,7 @@ def train_model(config: TrainConfig, device: torch.device, data_dir: str | Path 
     seed_everything(config.seed)
     channels, size = train_data.shape[0], train_data.shape[1]
     model = create_model(config.model, config.dataset, channels, size, train_data.num_classes, **config.model_extra)
+    check_takes_images(model, config.model, train_data)
     state = TrainingState(path.with_name(path.stem + ".state.safetensors"), path.stem) if resumable else None
     lock = path.with_name(path.stem + ".lock")
     busy = (f"another advlab process is training this same model now (lock {lock}); wait for it to finish and "
