@@ -260,6 +260,10 @@ def test_partial_folders_of_dead_runs_are_removed_and_only_those(tmp_path):
     (["train", "--data-dir", "FILE"], "is a file, not a folder"),
     (["certify", "x.safetensors", "--seed", "-1"], "expected a seed"),
     (["defend", "--method", "fast", "--weight-decay", "-1"], "expected a number >= 0"),
+    (["backdoor", "--save-poisoned", "FOLDER.safetensors"], "already exists; choose a new folder"),
+    (["backdoor", "--save-poisoned", "FILE/poisoned"], "is a file, not a folder"),
+    (["backdoor", "--seed", "-5"], "expected a seed"),
+    (["autoencoder-attack", "--penalty", "nan"], "expected a finite number"),
 ])
 def test_hostile_options_fail_in_one_line_before_any_work(argv, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)

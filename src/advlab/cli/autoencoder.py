@@ -16,9 +16,11 @@ from advlab.cli.common import (
     check_model_fits,
     dataset_split,
     device_from,
+    finite_float,
     float_list,
     positive_int,
     resolve_model,
+    seed_int,
 )
 from advlab.errors import AdvlabError
 from advlab.models import architecture, load_checkpoint
@@ -46,12 +48,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--norm", choices=("linf", "l2"), default="linf", help="budget norm (default: %(default)s)")
     p.add_argument("--budgets", type=float_list, default=None,
                    help="comma-separated eps values (default linf: 0.05,0.1,0.2,0.3; l2: 1,2,3,4)")
-    p.add_argument("--penalty", type=float, default=None, help="also run the penalized attack with this lambda")
+    p.add_argument("--penalty", type=finite_float, default=None, help="also run the penalized attack with this lambda")
     p.add_argument("--steps", type=positive_int, default=100, help="attack iterations (default: %(default)s)")
     p.add_argument("--n", type=positive_int, default=100, help="source images (default: %(default)s)")
     p.add_argument("--epochs", type=positive_int, default=None, help="autoencoder training epochs (default: recipe)")
     p.add_argument("--train-subset", type=positive_int, default=None, help="train the autoencoder on N images")
-    p.add_argument("--seed", type=int, default=0, help="seed of the source/target pairing (default: %(default)s)")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the source/target pairing (default: %(default)s)")
     p.add_argument("--random-subset", action="store_true", help="draw sources and the target pool by a fixed random "
                    "permutation (--seed) instead of the first images (a CIFAR-10 image folder is sorted by class)")
     add_data_args(p)

@@ -23,8 +23,11 @@ from advlab.cli.common import (
     add_out_arg,
     add_progress_arg,
     dataset_split,
+    declare_output_folder,
     device_from,
+    finite_float,
     positive_int,
+    seed_int,
 )
 from advlab.data import ImageDataset
 from advlab.detection import DETECTORS, detect, extract_features
@@ -243,10 +246,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patch-size", type=positive_int, default=3, help="patch side in pixels (default: %(default)s)")
     p.add_argument("--patch-location", choices=LOCATIONS, default="bottom-right")
     p.add_argument("--patch-pattern", choices=PATTERNS, default="checkerboard")
-    p.add_argument("--blend-alpha", type=float, default=0.1, help="noise/blend trigger weight (default: %(default)s)")
-    p.add_argument("--amplitude", type=float, default=20 / 255, help="periodic trigger amplitude in [0, 1] pixel "
+    p.add_argument("--blend-alpha", type=finite_float, default=0.1,
+                   help="noise/blend trigger weight (default: %(default)s)")
+    p.add_argument("--amplitude", type=finite_float, default=20 / 255,
+                   help="periodic trigger amplitude in [0, 1] pixel "
                    "units (default: 20/255, Barni et al. 2019)")
-    p.add_argument("--cycles", type=float, default=6.0, help="periodic trigger cycles across the image (default: 6)")
+    p.add_argument("--cycles", type=finite_float, default=6.0,
+                   help="periodic trigger cycles across the image (default: 6)")
     p.add_argument("--pixels", type=int, choices=(1, 2, 3), default=1, help="pixel trigger: SPECTRE's 1-3 pixels")
     p.add_argument("--target", default=None, help="target class name or index (default: deer, else class 0)")
     p.add_argument("--source", default=None, help="take poisons from this class only (default: every other class)")
@@ -265,15 +271,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--width", type=positive_int, default=None, help="cifar_cnn base width (default: 32); 16 trains "
                    "about 3x faster on a CPU")
     p.add_argument("--epochs", type=positive_int, default=None, help="training epochs (default: the recipe's)")
-    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--lr", type=finite_float, default=None)
     p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--train-subset", type=positive_int, default=None, help="train on this many random images")
     p.add_argument("--n-test", type=positive_int, default=None, help="evaluate on a fixed random subset of N "
                    "test images (default: all)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--force", action="store_true", help="retrain even when the cache has a model")
     p.add_argument("--save-poisoned", default=None, help="also write the poisoned set as an image folder with a "
                    "separate manifest.json of the poisoned files")
+    declare_output_folder(p, "save_poisoned")
     add_device_arg(p)
     add_out_arg(p)
     add_progress_arg(p)

@@ -14,7 +14,7 @@ from advlab.data.folder import MAX_IMAGE_SIZE
 from advlab.errors import AdvlabError
 from advlab.models import architecture, load_checkpoint
 from advlab.report.run import check_run_destination
-from advlab.runtime import check_writable_file, resolve_device
+from advlab.runtime import check_writable_file, check_writable_folder, resolve_device
 from advlab.training import TrainConfig, default_config, train_model
 from advlab.training.trainer import SCHEDULES
 
@@ -54,6 +54,12 @@ def declare_output_file(parser: argparse.ArgumentParser, dest: str, suffix: str 
     parser.set_defaults(output_files=[*(parser.get_default("output_files") or []), (dest, suffix)])
 
 
+def declare_output_folder(parser: argparse.ArgumentParser, dest: str) -> None:
+    """Have option `dest` (a new folder advlab writes, such as --save-poisoned) checked before any work:
+    it must not exist yet and its place must be writable."""
+    parser.set_defaults(output_folders=[*(parser.get_default("output_folders") or []), dest])
+
+
 def check_destinations(args: argparse.Namespace) -> None:
     """Refuse unusable destinations (run folder, output files) before the command does any work."""
     overwrite = bool(getattr(args, "overwrite", False))
@@ -63,6 +69,13 @@ def check_destinations(args: argparse.Namespace) -> None:
         value = getattr(args, dest, None)
         if value:
             check_writable_file(value, f"--{dest.replace('_', '-')}", overwrite, suffix)
+    for dest in getattr(args, "output_folders", None) or []:
+        value = getattr(args, dest, None)
+        if value:
+            flag = f"--{dest.replace('_', '-')}"
+            if Path(value).exists():
+                raise AdvlabError(f"{flag} {value} already exists; choose a new folder")
+            check_writable_folder(Path(value), f"{flag} {value}")
 
 
 def add_progress_arg(parser: argparse.ArgumentParser) -> None:
