@@ -182,7 +182,8 @@ def positive_int(text: str) -> int:
 
 
 def dataset_split(args: argparse.Namespace, split: str, n: int | None = None) -> ImageDataset:
-    return load_dataset(args.dataset, split, args.data_dir, args.image_size, args.channels).head(n)
+    return load_dataset(args.dataset, split, getattr(args, "data_dir", None), getattr(args, "image_size", 32),
+                        getattr(args, "channels", 3)).head(n)
 
 
 def data_line(*splits: ImageDataset) -> str:
@@ -198,7 +199,10 @@ def resolve_model(spec: str, args: argparse.Namespace, device: torch.device) -> 
         return load_checkpoint(spec, device)
     architecture(spec)  # unknown names fail here with the list of choices
     config = default_config(args.dataset, model=spec)
-    model, meta, _, _ = train_model(config, device, args.data_dir, progress=getattr(args, "progress", True))
+    # the data as this command reads it (a folder's --image-size and --channels included), so the model
+    # is trained on, and cached for, exactly that data
+    model, meta, _, _ = train_model(config, device, args.data_dir, progress=getattr(args, "progress", True),
+                                    train_data=dataset_split(args, "train"), test_data=dataset_split(args, "test"))
     return model, meta
 
 
