@@ -69,7 +69,7 @@ class TrainConfig:
             raise AdvlabError(f"train subset must be positive, got {self.train_subset}")
         return self
 
-    def steps(self, train_images: int, world_size: int = 1) -> int:
+    def steps(self, train_images: int) -> int:
         """Optimizer steps in the whole run on a training set of train_images images."""
         images = min(self.train_subset or train_images, train_images)
         if images < 1:
