@@ -43,7 +43,9 @@ def test_training_learns_to_reconstruct_and_is_cached(small_autoencoder, mnist_t
     # far better than predicting the mean image's grey level everywhere
     x, _ = mnist_test.tensors(200)
     assert meta["test_mse"] < (x - x.mean()).pow(2).mean().item() / 2
-    again, meta2, path2, cached = train_autoencoder(config, torch.device("cpu"), progress=False)
+    # the cache key covers the data, so the same data is given again (the fixture's 500 test images)
+    again, meta2, path2, cached = train_autoencoder(config, torch.device("cpu"), progress=False,
+                                                    train_data=mnist_train, test_data=mnist_test.head(500))
     assert cached and path2 == path
     assert torch.equal(again(x[:4]), model(x[:4]))
 

@@ -102,5 +102,5 @@ def test_out_that_is_not_a_run_folder_is_refused(tmp_path, capsys, lenet_mnist):
     (tmp_path / "precious").mkdir()
     (tmp_path / "precious" / "thesis.tex").write_text("keep me")
     assert run_cli("eval", lenet_mnist[2], "--n", 50, "--out", tmp_path / "precious") == 2
-    assert "not an advlab run folder" in capsys.readouterr().err
+    assert "already exists and is not empty" in capsys.readouterr().err
     assert (tmp_path / "precious" / "thesis.tex").read_text() == "keep me"

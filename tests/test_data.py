@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from advlab.data import load_dataset, read_image_folder
+from advlab.data import CANONICAL_FINGERPRINTS, load_dataset, read_image_folder
 from advlab.data.mnist import embedded_dir
 from advlab.errors import AdvlabError
 
@@ -28,9 +28,20 @@ def test_mnist_splits_have_canonical_shapes_ranges_and_counts(mnist_train, mnist
         assert 0.0 <= x.min() and x.max() <= 1.0 and x.max() == 1.0
 
 
-def test_mnist_falls_back_to_the_embedded_copy(tmp_path):
-    data = load_dataset("mnist", "test", data_dir=tmp_path)
+def test_mnist_falls_back_to_the_embedded_copy_only_when_no_folder_was_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("ADVLAB_DATA", str(tmp_path))  # a data folder without MNIST (e.g. CIFAR-10 only)
+    data = load_dataset("mnist", "test")
     assert data.meta["source"] == "embedded" and len(data) == 10000
+    with pytest.raises(AdvlabError, match="MNIST test files not found in .*fix --data-dir"):
+        load_dataset("mnist", "test", data_dir=tmp_path)
+    with pytest.raises(AdvlabError, match="--data-dir .*missing.* does not exist"):
+        load_dataset("mnist", "test", data_dir=tmp_path / "missing")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(AdvlabError, match="is a file, not a folder"):
+        load_dataset("mnist", "test", data_dir=tmp_path / "file")
+    monkeypatch.setenv("ADVLAB_DATA", str(tmp_path / "missing"))
+    with pytest.raises(AdvlabError, match="ADVLAB_DATA .* does not exist"):
+        load_dataset("mnist", "test")
 
 
 def test_mnist_from_user_files_is_cached(tmp_path, isolated_cache):
@@ -39,8 +50,10 @@ def test_mnist_from_user_files_is_cached(tmp_path, isolated_cache):
     for f in embedded_dir().glob("t10k-*"):
         (folder / f.name).write_bytes(f.read_bytes())
     data = load_dataset("mnist", "test", data_dir=tmp_path)
-    assert data.meta["source"] == "user files" and len(data) == 10000
+    assert data.meta["source"] == str(folder) and len(data) == 10000
     assert list((isolated_cache / "decoded").glob("mnist-test-*.npz"))
+    # the same bytes at another path are the same data: the fingerprint is that of the packaged copy
+    assert data.fingerprint == CANONICAL_FINGERPRINTS["mnist-test"] == load_dataset("mnist", "test").fingerprint
 
 
 def _write_idx(path, magic, array):

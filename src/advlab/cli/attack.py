@@ -27,6 +27,7 @@ from advlab.cli.common import (
     add_progress_arg,
     check_model_fits,
     dataset_split,
+    declare_output_file,
     device_from,
     nonnegative_float,
     positive_float,
@@ -75,7 +76,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=positive_int, default=1000, help="attack the first N test images (default: 1000)")
     p.add_argument("--batch-size", type=positive_int, default=250, help="images per batch (default: 250)")
     p.add_argument("--seed", type=seed_int, default=0, help="seed for random starts and targets (default: 0)")
-    p.add_argument("--json", default=None, help="also write the metrics as JSON to this file")
+    p.add_argument("--json", default=None, help="also write the metrics as JSON to this file (must not exist yet "
+                   "unless --overwrite)")
+    declare_output_file(p, "json")
     add_device_arg(p)
     add_out_arg(p)
     add_progress_arg(p)
@@ -183,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
               "steps": args.steps, "step_size": args.step_size, "targeted": args.targeted,
               "target_class": args.target_class, "n": len(y), "seed": args.seed}
     torch.manual_seed(args.seed)
-    with RunDir(args.out, "attack", config) as run_dir:
+    with RunDir(args.out, "attack", config, overwrite=args.overwrite) as run_dir:
         res, cost = attack_dataset(attack, model, x, y, target, args.batch_size, device, args.progress)
         summary = _summary(res, y, target, cost, norm)
         run_dir.metrics["attack"] = summary

@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     config = {"autoencoder": args.autoencoder, "classifier": args.classifier, "dataset": args.dataset,
               "modes": modes, "norm": args.norm, "budgets": budgets, "steps": args.steps, "n": args.n,
               "penalty": args.penalty, "seed": args.seed, "random_subset": args.random_subset}
-    with RunDir(args.out, "autoencoder-attack", config) as run_dir:
+    with RunDir(args.out, "autoencoder-attack", config, overwrite=args.overwrite) as run_dir:
         label = f"{args.autoencoder} on {args.dataset} (test MSE {ae_meta.get('test_mse', float('nan')):.4f})"
         run_dir.metrics["autoencoder"] = sweep_section(run_dir, autoencoder, classifier, x, y, pool_x, pool_y, modes,
                                                        args.norm, budgets, args.steps, args.seed, label, args.penalty)
@@ -173,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
 def demo_section(ctx) -> None:
     """Latent and output attacks on a small MNIST autoencoder; the demo model reads the results."""
     full = autoencoder_config("mnist")
-    if cached_checkpoint_path(full).is_file():
+    if cached_checkpoint_path(full, ctx.train_data, ctx.test_data).is_file():
         config = full
     elif ctx.quick:
         config = autoencoder_config("mnist", epochs=1, train_subset=2000, schedule="constant")

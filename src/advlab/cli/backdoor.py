@@ -23,6 +23,7 @@ from advlab.cli.common import (
     add_out_arg,
     add_progress_arg,
     dataset_split,
+    declare_output_folder,
     device_from,
     positive_float,
     positive_int,
@@ -279,6 +280,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="retrain even when the cache has a model")
     p.add_argument("--save-poisoned", default=None, help="also write the poisoned set as an image folder with a "
                    "separate manifest.json of the poisoned files")
+    declare_output_folder(p, "save_poisoned")
     add_device_arg(p)
     add_out_arg(p)
     add_progress_arg(p)
@@ -330,7 +332,7 @@ def run(args: argparse.Namespace) -> int:
         order = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[: args.n_test]
         test = test.subset(order.sort().values, name=f"{test.name}-{args.n_test}")
     config = {k: v for k, v in vars(settings).items()}
-    with RunDir(args.out, "backdoor", {"settings": config, "device": str(device)}) as run_dir:
+    with RunDir(args.out, "backdoor", {"settings": config, "device": str(device)}, overwrite=args.overwrite) as run_dir:
         run_dir.metrics = run_pipeline(settings, train, test, device, run_dir, args.progress)
         if args.save_poisoned:
             target = settings.target or default_target(train.classes)

@@ -254,7 +254,7 @@ def run_oracle_attack(args: argparse.Namespace) -> int:
     config = {"oracle": described, "attacks": names, "norm": norm, "eps": eps, "n": len(x),
               "queries_per_image": args.queries, "budget": args.budget, "seed": args.seed,
               "dataset": args.dataset, "labels_only": oracle.labels_only}
-    with RunDir(args.out, "blackbox", config) as run_dir:
+    with RunDir(args.out, "blackbox", config, overwrite=args.overwrite) as run_dir:
         summaries, curves = {}, {}
         last = None
         for attack in attacks:
@@ -353,7 +353,7 @@ def run_substitute(args: argparse.Namespace) -> int:
               "optimizer": args.optimizer, "lr": lr, "batch_size": batch_size, "jacobian": args.jacobian,
               "epochs_per_round": args.epochs, "eps": args.eps, "craft": args.craft, "n_eval": args.n_eval,
               "dataset": args.dataset}
-    with RunDir(args.out, "substitute", config) as run_dir:
+    with RunDir(args.out, "substitute", config, overwrite=args.overwrite) as run_dir:
         substitute, history = trainer.train(oracle, seeds_x, eval_x, eval_y, eval_oracle, device=device,
                                             progress=args.progress)
         data_x, data_y = trainer.training_set
@@ -404,7 +404,8 @@ def run_transfer(args: argparse.Namespace) -> int:
         check_model_fits(meta, test, name)
     x, y = test.tensors()
     with RunDir(args.out, "transfer", {"models": args.models, "attack": args.attack, "eps": args.eps,
-                                       "steps": args.steps, "n": len(x), "dataset": args.dataset}) as run_dir:
+                                       "steps": args.steps, "n": len(x), "dataset": args.dataset},
+                overwrite=args.overwrite) as run_dir:
         result = transfer_matrix({k: m for k, (m, _) in models.items()}, x.to(device), y.to(device), args.attack,
                                  args.eps, args.steps)
         run_dir.metrics = {**result, "test_accuracy": {k: meta["test_accuracy"] for k, (_, meta) in models.items()}}

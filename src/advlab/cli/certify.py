@@ -19,6 +19,7 @@ from advlab.cli.common import (
     add_out_arg,
     add_progress_arg,
     check_model_fits,
+    data_line,
     open_fraction,
     positive_float,
     positive_int,
@@ -33,7 +34,7 @@ from advlab.evaluation.records import RecordStore, data_sha256, file_sha256, mod
 from advlab.models import load_checkpoint
 from advlab.report.certify_figures import COHEN_CIFAR10, certified_accuracy_figure
 from advlab.report.run import RunDir
-from advlab.runtime import resolve_device
+from advlab.runtime import cache_dir, resolve_device
 
 DEMO_ORDER = 50
 
@@ -126,17 +127,18 @@ def _run(args: argparse.Namespace, rank: int, world: int, local_rank: int) -> in
               "recipe": meta.get("recipe"), "sigma": sigma, "trained_sigma": trained_sigma, "n0": args.n0,
               "n": args.n, "alpha": alpha, "images": len(ids), "skip": args.skip, "seed": args.seed,
               "batch_size": args.batch_size, "device": str(device), "world_size": world,
-              "torch_threads": torch.get_num_threads()}
+              "torch_threads": torch.get_num_threads(), "data": data.describe()}
     smooth = Smooth(model, meta["model_args"]["num_classes"], sigma)
     if rank != 0:  # workers certify their shard; rank 0 writes the run folder
         certify_dataset(smooth, data, args.n0, args.n, alpha, args.batch_size, args.seed, ids, device,
-                        progress=False)
+                        progress=False, state_dir=cache_dir() / "certify")
         return 0
     if trained_sigma is not None and abs(trained_sigma - sigma) > 1e-12:
         print(f"note: {args.checkpoint} was noise-trained at sigma {trained_sigma:g}, certifying at {sigma:g}")
-    with RunDir(args.out, "certify", config) as run_dir:
+    print(data_line(data))
+    with RunDir(args.out, "certify", config, overwrite=args.overwrite) as run_dir:
         result = certify_dataset(smooth, data, args.n0, args.n, alpha, args.batch_size, args.seed, ids, device,
-                                 progress=args.progress)
+                                 progress=args.progress, state_dir=cache_dir() / "certify")
         label = f"{meta['architecture']} sigma={sigma:g}"
         add_certify_section(run_dir, [(label, result)], dataset, meta)
         run_dir.metrics = result.to_dict()

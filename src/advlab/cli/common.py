@@ -10,9 +10,11 @@ import torch
 from torch import nn
 
 from advlab.data import ImageDataset, load_dataset
+from advlab.data.folder import MAX_IMAGE_SIZE
 from advlab.errors import AdvlabError
 from advlab.models import architecture, load_checkpoint, validate_metadata
-from advlab.runtime import resolve_device
+from advlab.report.run import check_run_destination
+from advlab.runtime import check_writable_file, check_writable_folder, resolve_device
 from advlab.training import TrainConfig, default_config, train_model
 from advlab.training.trainer import SCHEDULES
 
@@ -22,8 +24,8 @@ def add_data_args(parser: argparse.ArgumentParser, dataset: str | None = "mnist"
                         "<class>/ image subfolders, or with train/ and test/ inside) (default: %(default)s)")
     parser.add_argument("--data-dir", default=None, help="where data sets live (default: $ADVLAB_DATA, else the "
                         "per-user cache); MNIST falls back to the copy inside the package")
-    parser.add_argument("--image-size", type=int, default=32, help="side images of a folder data set are "
-                        "resized to (default: %(default)s)")
+    parser.add_argument("--image-size", type=image_size, default=32, help="side images of a folder data set are "
+                        "resized to, 1 to 1024 (default: %(default)s)")
     parser.add_argument("--channels", type=int, choices=(1, 3), default=3,
                         help="colour channels of a folder data set (default: %(default)s)")
 
@@ -33,7 +35,47 @@ def add_device_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def add_out_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default=None, help="run folder to write (default: runs/COMMAND-TIMESTAMP)")
+    parser.add_argument("--out", default=None, help="run folder to write; must not exist yet or be empty "
+                        "(default: runs/COMMAND-DATE-TIME, made unique)")
+    add_overwrite_arg(parser)
+    parser.set_defaults(run_folder_arg="out")
+
+
+def add_overwrite_arg(parser: argparse.ArgumentParser) -> None:
+    if not any("--overwrite" in action.option_strings for action in parser._actions):
+        parser.add_argument("--overwrite", action="store_true", help="replace an earlier run folder at --out (and "
+                            "existing output files such as --json); files advlab did not write are never replaced")
+
+
+def declare_output_file(parser: argparse.ArgumentParser, dest: str, suffix: str | None = None) -> None:
+    """Have option `dest` (a file advlab writes) checked before any work: writable, not a folder, not
+    an existing file unless --overwrite."""
+    add_overwrite_arg(parser)
+    parser.set_defaults(output_files=[*(parser.get_default("output_files") or []), (dest, suffix)])
+
+
+def declare_output_folder(parser: argparse.ArgumentParser, dest: str) -> None:
+    """Have option `dest` (a new folder advlab writes, such as --save-poisoned) checked before any work:
+    it must not exist yet and its place must be writable."""
+    parser.set_defaults(output_folders=[*(parser.get_default("output_folders") or []), dest])
+
+
+def check_destinations(args: argparse.Namespace) -> None:
+    """Refuse unusable destinations (run folder, output files) before the command does any work."""
+    overwrite = bool(getattr(args, "overwrite", False))
+    if getattr(args, "run_folder_arg", None):
+        check_run_destination(getattr(args, args.run_folder_arg), overwrite)
+    for dest, suffix in getattr(args, "output_files", None) or []:
+        value = getattr(args, dest, None)
+        if value:
+            check_writable_file(value, f"--{dest.replace('_', '-')}", overwrite, suffix)
+    for dest in getattr(args, "output_folders", None) or []:
+        value = getattr(args, dest, None)
+        if value:
+            flag = f"--{dest.replace('_', '-')}"
+            if Path(value).exists():
+                raise AdvlabError(f"{flag} {value} already exists; choose a new folder")
+            check_writable_folder(Path(value), f"{flag} {value}")
 
 
 def add_progress_arg(parser: argparse.ArgumentParser) -> None:
@@ -49,8 +91,8 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=positive_int)
     parser.add_argument("--batch-size", type=positive_int)
     parser.add_argument("--optimizer", choices=("sgd", "adam"))
-    parser.add_argument("--lr", type=float)
-    parser.add_argument("--weight-decay", type=float)
+    parser.add_argument("--lr", type=finite_float)
+    parser.add_argument("--weight-decay", type=non_negative_float)
     parser.add_argument("--schedule", choices=SCHEDULES,
                         help="learning-rate schedule (default onecycle: peak at 25%%, Adam's beta1 cycled; cyclic: "
                         "Wong et al.'s triangle, peak at 40%%)")
@@ -58,7 +100,9 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
                         help="random crop and flip (default: on for color data sets)")
     parser.add_argument("--seed", type=seed_int, default=0)
     parser.add_argument("--train-subset", type=positive_int, help="train on this many random training images")
-    parser.add_argument("--checkpoint", default=None, help="also copy the checkpoint here (.safetensors)")
+    parser.add_argument("--checkpoint", default=None, help="also copy the checkpoint here (.safetensors; must not "
+                        "exist yet unless --overwrite)")
+    declare_output_file(parser, "checkpoint", ".safetensors")
     parser.add_argument("--force", action="store_true", help="retrain even when the cache has this config")
     add_device_arg(parser)
     add_out_arg(parser)
@@ -68,8 +112,9 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
 def training_config(args: argparse.Namespace, defaults: dict | None = None, **fields) -> TrainConfig:
     """The data set's default recipe, then `defaults` (a defense's own, e.g. more epochs), then the
     command line's overrides, and fields such as recipe."""
-    if args.model:
-        architecture(args.model)
+    if args.model and architecture(args.model).kind != "classifier":
+        raise AdvlabError(f"--model {args.model} is an {architecture(args.model).kind}, not a classifier; train it "
+                          "with advlab autoencoder")
     if args.checkpoint and not args.checkpoint.endswith(".safetensors"):
         raise AdvlabError(f"--checkpoint must end in .safetensors, got {args.checkpoint}")
     if args.width is not None:
@@ -144,6 +189,23 @@ def open_fraction(text: str) -> float:
     return value
 
 
+def image_size(text: str) -> int:
+    value = positive_int(text)
+    if value > MAX_IMAGE_SIZE:
+        raise argparse.ArgumentTypeError(f"expected an image side of at most {MAX_IMAGE_SIZE}, got {value}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """An argparse type: a number that is neither NaN nor infinite (argparse's float accepts both)."""
+    return _number(text, "a finite number")
+
+
+def non_negative_float(text: str) -> float:
+    """An argparse type: a finite number >= 0 (nonnegative_float() with no upper bound)."""
+    return nonnegative_float()(text)
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -180,7 +242,14 @@ def port_number(text: str) -> int:
 
 
 def dataset_split(args: argparse.Namespace, split: str, n: int | None = None) -> ImageDataset:
-    return load_dataset(args.dataset, split, args.data_dir, args.image_size, args.channels).head(n)
+    return load_dataset(args.dataset, split, getattr(args, "data_dir", None), getattr(args, "image_size", 32),
+                        getattr(args, "channels", 3)).head(n)
+
+
+def data_line(*splits: ImageDataset) -> str:
+    """One printed line saying which data a run uses (source and fingerprint of each split)."""
+    return "data: " + "; ".join(f"{d.name} ({len(d)} images {'x'.join(map(str, d.shape))}) from "
+                                f"{d.meta.get('source', 'memory')}, fingerprint {d.fingerprint[:12]}" for d in splits)
 
 
 def resolve_model(spec: str, args: argparse.Namespace, device: torch.device) -> tuple[nn.Module, dict]:
@@ -190,7 +259,10 @@ def resolve_model(spec: str, args: argparse.Namespace, device: torch.device) -> 
         return load_checkpoint(spec, device)
     architecture(spec)  # unknown names fail here with the list of choices
     config = default_config(args.dataset, model=spec)
-    model, meta, _, _ = train_model(config, device, args.data_dir, progress=getattr(args, "progress", True))
+    # the data as this command reads it (a folder's --image-size and --channels included), so the model
+    # is trained on, and cached for, exactly that data
+    model, meta, _, _ = train_model(config, device, args.data_dir, progress=getattr(args, "progress", True),
+                                    train_data=dataset_split(args, "train"), test_data=dataset_split(args, "test"))
     return model, meta
 
 

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     train_data = load_dataset("mnist", "train", args.data_dir)
     test_data = load_dataset("mnist", "test", args.data_dir)
     with RunDir(args.out, "demo", {"train_config": config.to_dict(), "quick": args.quick,
-                                   "device": str(device)}) as run_dir:
+                                   "device": str(device)}, overwrite=args.overwrite) as run_dir:
         model, meta, path, cached = train_model(config, device, args.data_dir, progress=args.progress,
                                                 train_data=train_data, test_data=test_data)
         print(f"{'reused' if cached else 'trained'} {config.model}: test accuracy {meta['test_accuracy']:.4f} "

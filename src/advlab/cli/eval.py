@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     data = dataset_split(args, "test", args.n)
     model, meta = resolve_model(args.model, args, device)
     check_model_fits(meta, data, args.model)
-    with RunDir(args.out, "eval", {"model": args.model, "dataset": args.dataset, "n": len(data)}) as run_dir:
+    with RunDir(args.out, "eval", {"model": args.model, "dataset": args.dataset, "n": len(data)},
+                overwrite=args.overwrite) as run_dir:
         run_dir.metrics["clean"] = add_clean_section(run_dir, model, meta, data, device, args.model)
         out = run_dir.commit()
     print(f"accuracy {run_dir.metrics['clean']['accuracy']:.4f} on {len(data)} images\nreport: {out / 'report.html'}")

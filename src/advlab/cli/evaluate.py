@@ -30,6 +30,7 @@ from advlab.cli.common import (
     add_progress_arg,
     check_model_fits,
     dataset_split,
+    declare_output_file,
     device_from,
     float_list,
     nonnegative_int,
@@ -88,9 +89,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="images for the unbounded-attack check (0: skip; default 200)")
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--batch-size", type=positive_int, default=500)
-    p.add_argument("--effort-n", type=int, default=200,
+    p.add_argument("--effort-n", type=nonnegative_int, default=200,
                    help="images for the more-restarts-and-steps check (0: skip; default 200)")
-    p.add_argument("--json", default=None, help="also write the metrics as JSON to this file")
+    p.add_argument("--json", default=None, help="also write the metrics as JSON to this file (must not exist yet "
+                   "unless --overwrite)")
+    declare_output_file(p, "json")
     p.add_argument("--force", action="store_true",
                    help="recompute even when the evaluation records hold this evaluation (see advlab leaderboard)")
     add_device_arg(p)
@@ -192,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
                       eot=args.eot)
     store, data_hash = RecordStore(), data_sha256(data.images, data.labels)
     results = {}
-    with RunDir(args.out, "evaluate", config) as run_dir:
+    with RunDir(args.out, "evaluate", config, overwrite=args.overwrite) as run_dir:
         for i, (spec, model, meta) in enumerate(loaded):
             label = describe(meta)
             start, cpu = time.perf_counter(), time.process_time()

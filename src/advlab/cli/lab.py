@@ -7,7 +7,7 @@ import ipaddress
 import secrets
 import socket
 
-from advlab.cli.common import add_device_arg, device_from, positive_int
+from advlab.cli.common import add_device_arg, device_from, port_number, positive_float, positive_int
 from advlab.errors import AdvlabError
 
 DEFAULT_PORT = 8765
@@ -24,11 +24,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="a .safetensors classifier checkpoint (repeatable; the first is the default); the cached "
                    "checkpoints are offered too")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, loopback only)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default: %(default)s; 0 picks a free one)")
+    p.add_argument("--port", type=port_number, default=DEFAULT_PORT,
+                   help="port (default: %(default)s; 0 picks a free one)")
     p.add_argument("--token", default=None, help="require this token on every API call (needed for a non-loopback "
                    "--host); 'random' makes one up; the printed URL carries it")
     p.add_argument("--max-jobs", type=positive_int, default=2, help="long operations running at once (default: 2)")
-    p.add_argument("--max-upload-mb", type=float, default=8.0, help="largest upload in MiB (default: 8)")
+    p.add_argument("--max-upload-mb", type=positive_float(), default=8.0, help="largest upload in MiB (default: 8)")
     p.add_argument("--no-cache-models", dest="cache_models", action="store_false",
                    help="offer only the --model checkpoints, not those in advlab's model cache")
     p.add_argument("--data-dir", default=None, help="where data sets live (default: $ADVLAB_DATA; MNIST falls back "

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     text = markdown(table)
     config = {"records": str(store.path), "sort": table["sorted_by"], "descending": table["descending"],
               "dataset": args.dataset, "protocol": args.protocol}
-    with RunDir(args.out, "leaderboard", config) as run_dir:
+    with RunDir(args.out, "leaderboard", config, overwrite=args.overwrite) as run_dir:
         (run_dir.tmp / "leaderboard.html").write_text(leaderboard_html(table, note=NOTE))
         (run_dir.tmp / "leaderboard.json").write_text(table_json(table))
         run_dir.metrics = {"records": len(table["rows"]), "keys": table["keys"]}

@@ -2,7 +2,12 @@
 
 A subcommand module defines ``add_parser(subparsers)`` that registers its parser and sets
 ``func=run``; ``run(args)`` returns an exit code. User mistakes (AdvlabError) print one line on
-stderr and exit 2; Ctrl-C exits 130.
+stderr and exit 2; Ctrl-C (even while torch is still being imported) exits 130 with one line, and
+SIGTERM ends a run the same way (143), so run folders under construction are removed.
+Destinations (run folder, output files) are checked before the command does any work.
+
+This module imports nothing heavy at the top: the console script imports it first, and an
+interrupt during that import would otherwise end in a traceback.
 """
 
 from __future__ import annotations
@@ -10,12 +15,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
+import signal
 import sys
 
 from advlab import __version__
-from advlab.errors import AdvlabError
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 
 class Parser(argparse.ArgumentParser):
@@ -41,20 +48,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM, turned into an exception so that cleanups (partial run folders) run."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread (e.g. called from a test's worker thread)
+        previous = None
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("advlab: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Terminated:
+        print("advlab: terminated (SIGTERM); run the same command again to resume a training run", file=sys.stderr)
+        return EXIT_TERMINATED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
+    from advlab.errors import AdvlabError  # imports torch: inside the interrupt handling of main()
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
         parser.print_help()
         return EXIT_USER_ERROR
     try:
+        from advlab.cli.common import check_destinations
+
+        check_destinations(args)
         return int(args.func(args) or 0)
     except AdvlabError as exc:
         print(f"advlab: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("advlab: interrupted", file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":

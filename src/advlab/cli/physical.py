@@ -187,7 +187,7 @@ def run_physical(args: argparse.Namespace) -> int:
     config = {"model": spec, "dataset": args.dataset, "attacks": attacks, "eps": eps_values, "steps": args.steps,
               "samples": args.samples, "n": len(x), "seed": args.seed, "random_subset": args.random_subset,
               "eot_transforms": PrintPhotoTransforms().to_dict(), "simulation": PrintPhotoSimulation().to_dict()}
-    with RunDir(args.out, "physical", config) as run_dir:
+    with RunDir(args.out, "physical", config, overwrite=args.overwrite) as run_dir:
         rows, _ = destruction_table(model, x, y, attacks, eps_values, args.steps, args.samples, args.seed,
                                     args.batch_size, args.progress)
         destruction_section(run_dir, rows, f"{spec} on {args.dataset}", args.steps, args.samples, len(x))
@@ -263,7 +263,7 @@ def run_patch(args: argparse.Namespace) -> int:
     config = {"model": spec, "dataset": args.dataset, "target": target, "sizes": args.sizes, "steps": args.steps,
               "lr": args.lr,
               "n_train": len(train_x), "n_test": len(test_x), "draws": args.draws, "seed": args.seed}
-    with RunDir(args.out, "patch", config) as run_dir:
+    with RunDir(args.out, "patch", config, overwrite=args.overwrite) as run_dir:
         rows, patches = patch_sweep(model, train_x, train_y, test_x, test_y, target, args.sizes, args.steps,
                                     args.draws, args.seed, args.progress, args.lr)
         patch_section(run_dir, model, rows, patches, test_x, test_y, target, test.classes[target],

@@ -29,8 +29,11 @@ from advlab.cli.common import (
     check_model_fits,
     dataset_split,
     device_from,
+    finite_float,
+    nonnegative_int,
     positive_int,
     resolve_model,
+    seed_int,
 )
 from advlab.cli.physical import default_model, number_list, pick
 from advlab.errors import AdvlabError
@@ -74,7 +77,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "cifar10, trained once and cached)")
     p.add_argument("--object-class", default="frog", help="the object's true class; its texture is a training image "
                    "of that class wrapped around it (default: %(default)s)")
-    p.add_argument("--texture-index", type=int, default=0, help="which training image of that class (default: 0)")
+    p.add_argument("--texture-index", type=nonnegative_int, default=0,
+                   help="which training image of that class (default: 0)")
     p.add_argument("--texture", default=None, help="a texture file instead: PNG/JPEG, or .npy floats in [0, 1] "
                    "shaped (H, W, C) or (C, H, W)")
     p.add_argument("--target", default="airplane", help="target class, by name or index (default: %(default)s)")
@@ -82,22 +86,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "16/255 (default: 16/255)")
     p.add_argument("--steps", type=positive_int, default=200, help="optimization steps (default: %(default)s)")
     p.add_argument("--samples", type=positive_int, default=16, help="views per EOT step (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=None, help="Adam step on the texture (default: eps / 8)")
+    p.add_argument("--lr", type=finite_float, default=None, help="Adam step on the texture (default: eps / 8)")
     p.add_argument("--shape", choices=sorted(SHAPES), default="shell", help="the object (default: %(default)s)")
     p.add_argument("--rotation", type=number_tuple(3), default=(180.0, 180.0, 180.0),
                    help="max |angle| about x,y,z in degrees (default: 180,180,180: any orientation)")
     p.add_argument("--distance", type=number_tuple(2), default=ViewDistribution.distance,
                    help="near,far distance in object radii (default: 2.2,3.0)")
-    p.add_argument("--translation", type=float, default=ViewDistribution.translation,
+    p.add_argument("--translation", type=finite_float, default=ViewDistribution.translation,
                    help="max shift across the view, share of the distance (default: %(default)s)")
-    p.add_argument("--noise", type=float, default=ViewDistribution.noise, help="max camera noise std")
+    p.add_argument("--noise", type=finite_float, default=ViewDistribution.noise, help="max camera noise std")
     p.add_argument("--supersample", type=positive_int, default=2, help="render at this multiple of the input "
                    "side, then average down (default: %(default)s)")
     p.add_argument("--backgrounds", type=positive_int, default=200, help="background images for the optimization "
                    "(train split); as many others from the test split for the measurement (default: %(default)s)")
     p.add_argument("--views", type=positive_int, default=500, help="held-out random views measured per texture")
     p.add_argument("--per-angle", type=positive_int, default=20, help="views per angle of the rotation curve")
-    p.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed (default: %(default)s)")
     add_data_args(p, "cifar10")
     add_device_arg(p)
     add_out_arg(p)
@@ -115,21 +119,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "%(default)s)")
     q.add_argument("--target", default=None, help="make the wearer read as this class (default: evasion, any "
                    "other class)")
-    q.add_argument("--size", type=float, default=0.15, help="patch area as a share of the image (default: %(default)s)")
-    q.add_argument("--train-strength", type=float, default=0.08, help="TPS strength while training: max "
+    q.add_argument("--size", type=finite_float, default=0.15,
+                   help="patch area as a share of the image (default: %(default)s)")
+    q.add_argument("--train-strength", type=finite_float, default=0.08, help="TPS strength while training: max "
                    f"control-point shift as a share of the patch side, 0..{MAX_STRENGTH} (default: %(default)s)")
-    q.add_argument("--test-strength", type=float, default=0.08, help="TPS strength of the deformed test conditions "
+    q.add_argument("--test-strength", type=finite_float, default=0.08,
+                   help="TPS strength of the deformed test conditions "
                    "(default: %(default)s)")
     q.add_argument("--strengths", type=str, default=None, help="comma-separated strengths of the curve (default: "
                    f"6 points from 0 to {MAX_STRENGTH})")
     q.add_argument("--grid", type=positive_int, default=4, help="TPS control points per side (default: %(default)s)")
     q.add_argument("--steps", type=positive_int, default=300, help="Adam steps per patch (default: %(default)s)")
-    q.add_argument("--lr", type=float, default=0.05, help="Adam learning rate (default: %(default)s)")
+    q.add_argument("--lr", type=finite_float, default=0.05, help="Adam learning rate (default: %(default)s)")
     q.add_argument("--n-train", type=positive_int, default=5000, help="training images scanned for the wearer class")
     q.add_argument("--n-test", type=positive_int, default=2000, help="test images scanned for the wearer class")
     q.add_argument("--draws", type=positive_int, default=5, help="fresh deformations and placements per test image")
     q.add_argument("--no-photo", dest="photo", action="store_false", help="skip the print-and-photo simulation")
-    q.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
+    q.add_argument("--seed", type=seed_int, default=0, help="seed (default: %(default)s)")
     add_data_args(q, "cifar10")
     add_device_arg(q)
     add_out_arg(q)
@@ -253,7 +259,7 @@ def run_physical3d(args: argparse.Namespace) -> int:
               "steps": args.steps, "samples": args.samples, "lr": args.lr, "views": args.views,
               "per_angle": args.per_angle, "backgrounds": args.backgrounds, "seed": args.seed,
               "view_distribution": train_renderer.views.to_dict(), **view_config}
-    with RunDir(args.out, "physical3d", config) as run_dir:
+    with RunDir(args.out, "physical3d", config, overwrite=args.overwrite) as run_dir:
         result = compare_textures(model, train_renderer, test_renderer, texture.to(device), target, true_class, eps,
                                   args.steps, args.samples, args.lr, args.views, per_angle=args.per_angle,
                                   seed=args.seed, progress=args.progress)
@@ -357,7 +363,7 @@ def run_tshirt(args: argparse.Namespace) -> int:
     config = {"model": spec, "dataset": args.dataset, "wearer": source, "target": target, "lr": args.lr,
               "strengths": strengths, "n_train": len(train_x), "n_test": len(test_x), "draws": args.draws,
               "photo": args.photo, "seed": args.seed, **summary}
-    with RunDir(args.out, "tshirt", config) as run_dir:
+    with RunDir(args.out, "tshirt", config, overwrite=args.overwrite) as run_dir:
         result = compare_tshirts(model, train_x, train_y, test_x, test_y, source, target, args.size, args.steps,
                                  args.lr, args.train_strength, args.test_strength, strengths, args.grid, args.draws,
                                  args.seed, PrintPhotoSimulation() if args.photo else None, args.progress)

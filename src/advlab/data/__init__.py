@@ -17,6 +17,13 @@ from advlab.data.paths import data_root
 from advlab.errors import AdvlabError
 
 DATASETS = ("mnist", "cifar10", "folder:PATH")
+# fingerprints of the canonical data sets (the MNIST files shipped in the package, identical to the
+# original distribution): the model cache leaves these out of its key, so keys made before the data
+# entered them still name the same models
+CANONICAL_FINGERPRINTS = {
+    "mnist-train": "17c288015d682f13140f6b48c5763e12",
+    "mnist-test": "773a667756a2d00f00fe20ab92912bdf",
+}
 SPLITS = ("train", "test")
 
 
@@ -38,8 +45,8 @@ def load_dataset(name: str, split: str = "test", data_dir: str | Path | None = N
     """Load a data set split by name; data_dir overrides ADVLAB_DATA and the cache folder."""
     if split not in SPLITS:
         raise AdvlabError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    if name == "mnist":
-        return load_mnist(split, data_root(data_dir))
+    if name == "mnist":  # the embedded copy stands in only when no folder was named on the command line
+        return load_mnist(split, data_root(data_dir), required=bool(data_dir))
     if name == "cifar10":
         return load_cifar10(split, data_root(data_dir))
     if name.startswith("folder:"):
@@ -57,4 +64,4 @@ def dataset_info(name: str) -> tuple[int, int, int, int]:
 
 
 __all__ = ["ImageDataset", "load_dataset", "load_mnist", "load_cifar10", "read_image_folder", "data_root",
-           "dataset_info", "DATASETS"]
+           "dataset_info", "DATASETS", "CANONICAL_FINGERPRINTS"]

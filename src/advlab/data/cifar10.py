@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from advlab.data.cache import cached_arrays, source_key
+from advlab.data.cache import cached_arrays, cached_fingerprint, source_key
 from advlab.data.dataset import ImageDataset
 from advlab.data.folder import read_image_folder
 from advlab.data.paths import download, missing_files_error
@@ -86,6 +86,9 @@ def load_cifar10(split: str, root: Path) -> ImageDataset:
         parts = [read_batch(f) for f in files]
         return {"images": np.concatenate([p[0] for p in parts]), "labels": np.concatenate([p[1] for p in parts])}
 
-    arrays = cached_arrays(f"cifar10-{split}", source_key(*files), build)
-    return ImageDataset(torch.from_numpy(arrays["images"]), torch.from_numpy(arrays["labels"]), CLASSES,
+    key = source_key(files)
+    arrays = cached_arrays(f"cifar10-{split}", key, build)
+    data = ImageDataset(torch.from_numpy(arrays["images"]), torch.from_numpy(arrays["labels"]), CLASSES,
                         f"cifar10-{split}", {"dataset": "cifar10", "split": split, "source": str(path)})
+    data.known_fingerprint = cached_fingerprint(f"cifar10-{split}", key, lambda: data.fingerprint)
+    return data

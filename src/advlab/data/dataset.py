@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -22,6 +24,8 @@ class ImageDataset:
     classes: list[str]
     name: str = "dataset"
     meta: dict = field(default_factory=dict)
+    # a loader that knows the fingerprint (cached beside the decoded arrays) sets it; else computed once
+    known_fingerprint: str | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
@@ -42,6 +46,25 @@ class ImageDataset:
     def shape(self) -> tuple[int, int, int]:
         """(C, H, W) of one image."""
         return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def fingerprint(self) -> str:
+        """The identity of the data: a hash of the images, labels and class names (32 hex digits).
+
+        Two data sets with the same fingerprint hold the same images in the same order with the
+        same labels, wherever they were read from; the model cache keys on it."""
+        if self.known_fingerprint is None:
+            digest = hashlib.blake2b(digest_size=16)
+            digest.update(json.dumps({"shape": list(self.images.shape), "classes": list(self.classes)}).encode())
+            digest.update(self.images.contiguous().numpy().tobytes())
+            digest.update(self.labels.contiguous().numpy().astype("<i8").tobytes())
+            self.known_fingerprint = digest.hexdigest()
+        return self.known_fingerprint
+
+    def describe(self) -> dict:
+        """What a run records about the data it used: name, size, shape, source and fingerprint."""
+        return {"name": self.name, "images": len(self), "shape": list(self.shape), "classes": self.num_classes,
+                "source": str(self.meta.get("source", "memory")), "fingerprint": self.fingerprint}
 
     def __getitem__(self, index) -> tuple[torch.Tensor, torch.Tensor]:
         return self.images[index].float().div_(255), self.labels[index]

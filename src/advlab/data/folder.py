@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from advlab.data.cache import cached_arrays, source_key
+from advlab.data.cache import cached_arrays, cached_fingerprint, source_key
 from advlab.data.dataset import ImageDataset
 from advlab.errors import AdvlabError
 
+MAX_IMAGE_SIZE = 1024  # 1024 x 1024 x 3 bytes per image already; beyond that a typo, not a data set
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 
 
@@ -34,7 +37,9 @@ def read_image_folder(root: Path, size: int, channels: int = 3, name: str | None
     """
     root = Path(root)
     if not root.is_dir():
-        raise AdvlabError(f"image folder {root} does not exist")
+        raise AdvlabError(f"image folder {root} {'is a file, not a folder' if root.exists() else 'does not exist'}")
+    if int(size) != size or not 1 <= size <= MAX_IMAGE_SIZE:
+        raise AdvlabError(f"image size must be an integer in 1..{MAX_IMAGE_SIZE}, got {size}")
     if classes is None:
         classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
@@ -58,10 +63,14 @@ def read_image_folder(root: Path, size: int, channels: int = 3, name: str | None
                 raise AdvlabError(f"cannot decode image {path} ({exc}); remove or replace it") from None
         return {"images": images.transpose(0, 3, 1, 2).copy(), "labels": np.array([c for _, c in files])}
 
-    key = source_key(root, *(root / c for c in classes)) + f"-{len(files)}-{size}-{channels}"
+    # every file's name, size and modification time (and bytes, when small) and the class order
+    key = source_key([p for p, _ in files], root) + "-" + hashlib.sha256(
+        json.dumps([classes, [c for _, c in files], size, channels]).encode()).hexdigest()[:12]
     arrays = cached_arrays(f"folder-{root.name}", key, build)
     # Folders list images class by class; a fixed permutation makes "the first N images" a fair
     # sample of all classes (the same N images every time).
     order = torch.randperm(len(files), generator=torch.Generator().manual_seed(0))
-    return ImageDataset(torch.from_numpy(arrays["images"])[order], torch.from_numpy(arrays["labels"]).long()[order],
+    data = ImageDataset(torch.from_numpy(arrays["images"])[order], torch.from_numpy(arrays["labels"]).long()[order],
                         list(classes), name or root.name, {"dataset": f"folder:{root}", "source": str(root)})
+    data.known_fingerprint = cached_fingerprint(f"folder-{root.name}", key, lambda: data.fingerprint)
+    return data

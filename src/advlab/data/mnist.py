@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from advlab.data.cache import cached_arrays, source_key
+from advlab.data.cache import cached_arrays, cached_fingerprint, source_key
 from advlab.data.dataset import ImageDataset
 from advlab.errors import AdvlabError
 
@@ -60,14 +60,21 @@ def find_file(folders: list[Path], stem: str) -> Path | None:
     return None
 
 
-def load_mnist(split: str = "test", root: Path | None = None) -> ImageDataset:
-    """MNIST train or test split: files under root (root, root/mnist, root/MNIST/raw), else embedded."""
+def load_mnist(split: str = "test", root: Path | None = None, required: bool = False) -> ImageDataset:
+    """MNIST train or test split: files under root (root, root/mnist, root/MNIST/raw), else the copy
+    embedded in the package. required: root was named by the user (--data-dir), so MNIST missing
+    there is an error instead of a silent fall-back to the embedded copy."""
     if split not in FILES:
         raise AdvlabError(f"unknown split {split!r}; choose train or test")
     folders = [root, root / "mnist", root / "MNIST" / "raw"] if root is not None else []
     image_path, label_path = (find_file(folders, stem) for stem in FILES[split])
     source = "user files"
     if image_path is None or label_path is None:
+        if required:
+            expected = " and ".join(f"{stem}[.gz]" for stem in FILES[split])
+            raise AdvlabError(f"MNIST {split} files not found in {root} (looked in {root}, {root / 'mnist'} and "
+                              f"{root / 'MNIST' / 'raw'} for {expected}); fix --data-dir, or leave it out to use "
+                              "the copy inside the package")
         folder = embedded_dir()
         image_path, label_path = (find_file([folder], stem) for stem in FILES[split])
         source = "embedded"
@@ -81,6 +88,11 @@ def load_mnist(split: str = "test", root: Path | None = None) -> ImageDataset:
             raise AdvlabError(f"{image_path} has {len(images)} images but {label_path} has {len(labels)} labels")
         return {"images": images[:, None].copy(), "labels": labels.astype(np.int64)}
 
-    arrays = cached_arrays(f"mnist-{split}", source_key(image_path, label_path), build)
-    return ImageDataset(torch.from_numpy(arrays["images"]), torch.from_numpy(arrays["labels"]), CLASSES,
-                        f"mnist-{split}", {"dataset": "mnist", "split": split, "source": source})
+    key = source_key([image_path, label_path])
+    arrays = cached_arrays(f"mnist-{split}", key, build)
+    data = ImageDataset(torch.from_numpy(arrays["images"]), torch.from_numpy(arrays["labels"]), CLASSES,
+                        f"mnist-{split}", {"dataset": "mnist", "split": split,
+                                           "source": "embedded" if source == "embedded" else str(image_path.parent),
+                                           "files": [str(image_path), str(label_path)]})
+    data.known_fingerprint = cached_fingerprint(f"mnist-{split}", key, lambda: data.fingerprint)
+    return data

@@ -12,12 +12,23 @@ from advlab.runtime import atomic_write, cache_dir
 
 
 def data_root(data_dir: str | Path | None = None) -> Path:
-    """The folder data sets are looked for in, by precedence: argument, ADVLAB_DATA, cache."""
+    """The folder data sets are looked for in, by precedence: argument, ADVLAB_DATA, cache.
+
+    A folder that was named (the argument or ADVLAB_DATA) must exist and be a folder: a typo is an
+    error, never a silent switch to other data."""
     if data_dir:
-        return Path(data_dir).expanduser()
+        return _existing_folder(Path(data_dir).expanduser(), "--data-dir")
     if os.environ.get("ADVLAB_DATA"):
-        return Path(os.environ["ADVLAB_DATA"]).expanduser()
+        return _existing_folder(Path(os.environ["ADVLAB_DATA"]).expanduser(), "ADVLAB_DATA")
     return cache_dir() / "data"
+
+
+def _existing_folder(path: Path, name: str) -> Path:
+    if not path.exists():
+        raise AdvlabError(f"{name} {path} does not exist; give the folder that holds the data sets")
+    if not path.is_dir():
+        raise AdvlabError(f"{name} {path} is a file, not a folder; give the folder that holds the data sets")
+    return path
 
 
 def md5sum(path: Path, chunk: int = 1 << 20) -> str:

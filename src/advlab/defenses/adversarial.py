@@ -119,6 +119,20 @@ class _RampedLoss:
         self.calls += 1
         return min(1.0, self.calls / self.ramp_steps) if self.ramp_steps > 0 else 1.0
 
+    def state_dict(self) -> dict:
+        """What a resumed run needs to continue exactly (advlab.training.resume): the step count of the
+        warm-up, the generator's state and the carried perturbations, if any."""
+        carried = getattr(self, "carried", None)
+        return {"calls": self.calls, "generator": self._generator.state_dict(),
+                "carried": carried.state_dict() if carried is not None else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.calls = int(state["calls"])
+        self._generator.load_state_dict(state["generator"])
+        carried = getattr(self, "carried", None)
+        if carried is not None and state.get("carried") is not None:
+            carried.load_state_dict(state["carried"])
+
 
 class CarriedStart:
     """Each training sample's last perturbation, the start of its next single step (Zheng, Zhang, Gu,
@@ -141,10 +155,24 @@ class CarriedStart:
         self.delta: torch.Tensor | None = None  # allocated at the first keep, when shape and device are known
         self.seen: torch.Tensor | None = None
 
+    def state_dict(self) -> dict:
+        return {"size": self.size, "delta": self.delta, "seen": self.seen}
+
+    def load_state_dict(self, state: dict) -> None:
+        if int(state["size"]) != self.size:
+            raise AdvlabError(f"the saved carried perturbations are for {state['size']} images, not {self.size}")
+        self.delta, self.seen = state["delta"], state["seen"]
+
+    def _follow(self, device: torch.device) -> None:
+        """Keep the perturbations on the batches' device (a restored state arrives on the CPU)."""
+        if self.delta is not None and self.delta.device != device:
+            self.delta, self.seen = self.delta.to(device), self.seen.to(device)
+
     def start(self, x: torch.Tensor, index: torch.Tensor, eps: float, generator: torch.Generator) -> torch.Tensor:
         start = x + (2 * torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) - 1) * eps
         if self.delta is None:
             return start
+        self._follow(x.device)
         index = index.to(self.delta.device)
         lo, hi = (x - eps).clamp(min=0.0), (x + eps).clamp(max=1.0)  # eps may have grown (a warm-up)
         carried = torch.maximum(torch.minimum(x + self.delta[index].to(x), hi), lo)
@@ -153,6 +181,7 @@ class CarriedStart:
 
     def keep(self, index: torch.Tensor, delta: torch.Tensor) -> None:
         index, delta = distributed.all_gather_rows(index.to(delta.device), delta)
+        self._follow(delta.device)
         if self.delta is None:
             self.delta = torch.zeros((self.size, *delta.shape[1:]), dtype=torch.float16, device=delta.device)
             self.seen = torch.zeros(self.size, dtype=torch.bool, device=delta.device)
@@ -277,6 +306,13 @@ class OverfittingGuard:
         self.attack = PGD(eps=eps, steps=steps, seed=0)
         self.drop = check_range(drop, "drop", 0.0, 1.0, lo_open=True)
         self.best, self.best_epoch, self.best_state = -1.0, 0, None
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch, "best_state": self.best_state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.best_epoch = float(state["best"]), int(state["best_epoch"])
+        self.best_state = state["best_state"]
 
     def __call__(self, model: nn.Module, epoch: int, record: dict) -> bool:
         device = next(model.parameters()).device

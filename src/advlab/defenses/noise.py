@@ -30,6 +30,13 @@ class GaussianNoiseLoss:
         self.seed = seed
         self._generator = DeviceGenerator(seed)
 
+    def state_dict(self) -> dict:
+        """The generator's state, for resumable training (advlab.training.resume)."""
+        return {"generator": self._generator.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._generator.load_state_dict(state["generator"])
+
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # empty_like keeps x's memory format (the trainer uses channels-last)
         noise = torch.empty_like(x).normal_(0.0, self.sigma, generator=self._generator.on(x.device))

@@ -10,18 +10,26 @@ curve Cohen et al. 2019 report.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import os
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import nn
 from tqdm.auto import tqdm
 
 from advlab.data import ImageDataset
 from advlab.defenses.smoothing import ABSTAIN, Smooth, radius_ceiling
 from advlab.errors import AdvlabError
+from advlab.runtime import exclusive_lock
 
 DEFAULT_RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -105,16 +113,100 @@ def distributed_rank_and_size() -> tuple[int, int]:
     return 0, 1
 
 
+def model_fingerprint(model: nn.Module) -> str:
+    """A hash of a model's weights and buffers (names, shapes, values)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in model.state_dict().items():
+        digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def certification_key(smooth: Smooth, data: ImageDataset, n0: int, n: int, alpha: float, batch_size: int, seed: int,
+                      ids: Sequence[int], rank: int = 0, world_size: int = 1) -> str:
+    """Everything that decides a certification's records: the model, the noise level, the budgets, the
+    seed, the images and this process's shard."""
+    blob = json.dumps({"model": model_fingerprint(smooth.base_classifier), "sigma": smooth.sigma, "n0": n0, "n": n,
+                       "alpha": alpha, "batch_size": batch_size, "seed": seed, "data": data.fingerprint,
+                       "ids": list(ids), "rank": rank, "world_size": world_size}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+class CertificationState:
+    """Certified images so far, one JSON line each after a header naming the run (its key): a killed
+    certification resumes from the images already done. Appends are flushed and synced per image; a
+    line torn by the kill is ignored. One process at a time uses a state (a lock beside it)."""
+
+    def __init__(self, folder: str | Path, key: str) -> None:
+        self.path = Path(folder) / f"certify-{key}.jsonl"
+        self.key = key
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> CertificationState:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._stack.enter_context(exclusive_lock(
+            self.path.with_suffix(".lock"),
+            f"another advlab process is running this same certification now (lock {self.path.with_suffix('.lock')}); "
+            "wait for it to finish"))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stack.close()
+
+    def load(self) -> dict[int, CertifiedImage]:
+        """The images done so far by index (empty when there is no state, or it is another run's)."""
+        if not self.path.is_file():
+            return {}
+        done: dict[int, CertifiedImage] = {}
+        with open(self.path, encoding="utf-8", errors="replace") as f:
+            lines = f.read().split("\n")
+        try:
+            header = json.loads(lines[0])
+        except ValueError:
+            header = None
+        if not isinstance(header, dict) or header.get("key") != self.key:
+            return {}
+        for line in lines[1:]:
+            try:
+                record = CertifiedImage(**json.loads(line))
+            except (ValueError, TypeError):
+                continue  # the line a kill tore, or an empty last line
+            done[record.index] = record
+        return done
+
+    def start(self, done: dict[int, CertifiedImage]) -> None:
+        """Rewrite the file as the header and the records kept (drops torn lines), then append from there."""
+        lines = [json.dumps({"key": self.key, "version": 1})] + [json.dumps(asdict(r)) for r in done.values()]
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("\n".join(lines) + "\n")
+        os.replace(tmp, self.path)
+
+    def append(self, record: CertifiedImage) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(asdict(record)) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
 def certify_dataset(smooth: Smooth, data: ImageDataset, n0: int = 100, n: int = 100_000, alpha: float = 0.001,
                     batch_size: int = 1000, seed: int = 0, ids: Sequence[int] | None = None,
                     device: torch.device | str = "cpu", progress: bool = True,
-                    rank: int | None = None, world_size: int | None = None) -> CertificationResult:
+                    rank: int | None = None, world_size: int | None = None,
+                    state_dir: str | Path | None = None) -> CertificationResult:
     """CERTIFY every image of data (the experimental protocol of Cohen et al. 2019).
 
     ``ids`` name the images (default 0..len-1; e.g. their index in the full test set) and seed
     their noise. With torch.distributed initialized (or rank/world_size given) this process
     certifies its shard (id position % world_size == rank); under torch.distributed the records
     of all ranks are gathered, so every rank returns the full, ordered result.
+
+    With state_dir, every certified image is recorded there as it is done (CertificationState), and
+    a run that was killed resumes with the images not done yet; each image's noise depends only on
+    (seed, id), so the result is the one an uninterrupted run gives. The state is removed once the
+    result is complete.
     """
     ids = list(range(len(data))) if ids is None else [int(i) for i in ids]
     if len(ids) != len(data):
@@ -126,24 +218,41 @@ def certify_dataset(smooth: Smooth, data: ImageDataset, n0: int = 100, n: int = 
         raise AdvlabError(f"rank {rank} is outside 0..{world_size - 1}")
     mine = [pos for pos in range(len(data)) if pos % world_size == rank]
     records: list[CertifiedImage] = []
-    start = time.perf_counter()
-    bar = tqdm(mine, desc=f"certify (rank {rank})" if world_size > 1 else "certify", unit="img",
-               disable=not progress, leave=False)
-    model = smooth.base_classifier
-    # channels-last weights run small convolutions up to 1.5x faster on CPUs; restored afterwards
-    model.to(memory_format=torch.channels_last)
-    try:
-        for pos in bar:
-            x, y = data[pos]
-            began = time.perf_counter()
-            prediction, radius = smooth.certify(x.to(device), n0, n, alpha, batch_size,
-                                                image_generator(seed, ids[pos], device))
-            records.append(CertifiedImage(ids[pos], int(y), prediction, radius, prediction == int(y),
-                                          time.perf_counter() - began))
-            bar.set_postfix(correct=f"{sum(r.correct for r in records) / len(records):.3f}")
-    finally:
-        model.to(memory_format=torch.contiguous_format)
-    seconds = time.perf_counter() - start
+    state = None
+    with contextlib.ExitStack() as stack:
+        if state_dir is not None:
+            key = certification_key(smooth, data, n0, n, alpha, batch_size, seed, ids, rank, world_size)
+            state = stack.enter_context(CertificationState(state_dir, key))
+            done = {i: r for i, r in state.load().items() if i in {ids[pos] for pos in mine}}
+            state.start(done)
+            if done:
+                records = [done[ids[pos]] for pos in mine if ids[pos] in done]
+                print(f"resuming certification: {len(records)} of {len(mine)} images already done "
+                      f"(state in {state.path})", file=sys.stderr)
+                mine = [pos for pos in mine if ids[pos] not in done]
+        seconds_before = sum(r.seconds for r in records)
+        start = time.perf_counter()
+        bar = tqdm(mine, desc=f"certify (rank {rank})" if world_size > 1 else "certify", unit="img",
+                   disable=not progress, leave=False)
+        model = smooth.base_classifier
+        # channels-last weights run small convolutions up to 1.5x faster on CPUs; restored afterwards
+        model.to(memory_format=torch.channels_last)
+        try:
+            for pos in bar:
+                x, y = data[pos]
+                began = time.perf_counter()
+                prediction, radius = smooth.certify(x.to(device), n0, n, alpha, batch_size,
+                                                    image_generator(seed, ids[pos], device))
+                records.append(CertifiedImage(ids[pos], int(y), prediction, radius, prediction == int(y),
+                                              time.perf_counter() - began))
+                if state is not None:
+                    state.append(records[-1])
+                bar.set_postfix(correct=f"{sum(r.correct for r in records) / len(records):.3f}")
+        finally:
+            model.to(memory_format=torch.contiguous_format)
+        seconds = seconds_before + time.perf_counter() - start
+        if state is not None:
+            state.clear()
     if dist_size > 1 and world_size == dist_size:
         records, seconds = gather_records(records, seconds)
     records.sort(key=lambda r: r.index)

@@ -8,6 +8,7 @@ seeding and checkpoint cache (the recipe {"method": "reconstruction"} keeps the 
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import torch
@@ -18,6 +19,7 @@ from advlab.data import ImageDataset
 from advlab.errors import AdvlabError
 from advlab.models import architecture
 from advlab.training.cache import train_model
+from advlab.training.resume import TrainingState, replay_schedule
 from advlab.training.trainer import TrainConfig, make_optimizer, make_schedule
 
 RECIPE = {"method": "reconstruction"}
@@ -51,9 +53,9 @@ def reconstruction_loss(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def fit_autoencoder(model: nn.Module, data: ImageDataset, config: TrainConfig, device: torch.device,
-                    progress: bool = True) -> list[dict]:
+                    progress: bool = True, state: TrainingState | None = None) -> list[dict]:
     """Train in place; return per-epoch {epoch, loss, mse, lr} (mse: mean squared error per pixel;
-    lr: the rate of the epoch's last step)."""
+    lr: the rate of the epoch's last step). With a TrainingState: resumable, as advlab.training.fit."""
     config.validate()
     generator = torch.Generator().manual_seed(config.seed)
     if config.train_subset:
@@ -63,8 +65,17 @@ def fit_autoencoder(model: nn.Module, data: ImageDataset, config: TrainConfig, d
     steps_per_epoch = math.ceil(len(data) / config.batch_size)
     schedule = make_schedule(optimizer, config, config.epochs * steps_per_epoch)
     pixels = math.prod(data.shape)
-    history = []
-    for epoch in range(1, config.epochs + 1):
+    history: list[dict] = []
+    first_epoch, seconds_before, began = 1, 0.0, time.perf_counter()
+    saved = state.load() if state is not None else None
+    if saved is not None:
+        state.restore(saved, model, optimizer, generator, {})
+        replay_schedule(schedule, saved["epoch"] * steps_per_epoch)
+        history, seconds_before = list(saved["history"]), float(saved["seconds"])
+        first_epoch, state.resumed_from = saved["epoch"] + 1, saved["epoch"]
+        if progress:
+            tqdm.write(f"resuming from epoch {saved['epoch']}/{config.epochs} (state in {state.path})")
+    for epoch in range(first_epoch, config.epochs + 1):
         model.train()
         total = seen = 0.0
         bar = tqdm(data.batches(config.batch_size, shuffle=True, generator=generator, device=device),
@@ -83,6 +94,11 @@ def fit_autoencoder(model: nn.Module, data: ImageDataset, config: TrainConfig, d
             seen += len(x)
             bar.set_postfix(loss=f"{total / seen:.3f}")
         history.append({"epoch": epoch, "loss": total / seen, "mse": total / seen / pixels, "lr": lr})
+        if state is not None:
+            state.save(epoch=epoch, history=history, stopped=False, model=model, optimizer=optimizer,
+                       generator=generator, parts={}, seconds=seconds_before + time.perf_counter() - began)
+    if state is not None:
+        state.seconds = seconds_before + time.perf_counter() - began
     return history
 
 

@@ -7,6 +7,7 @@ perturb x first (adversarial training, noise augmentation) or change the targets
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
@@ -19,6 +20,7 @@ from tqdm.auto import tqdm
 from advlab.data import ImageDataset
 from advlab.errors import AdvlabError, check_range
 from advlab.training import distributed
+from advlab.training.resume import TrainingState, replay_schedule, stateful_parts
 
 # a batch loss with a true `takes_index` attribute is also given the batch's sample indices (index=...)
 BatchLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -59,9 +61,20 @@ class TrainConfig:
         if self.batch_size < 1:
             raise AdvlabError(f"batch size must be positive, got {self.batch_size}")
         check_range(self.lr, "learning rate", 0.0, 10.0, lo_open=True)
+        check_range(self.weight_decay, "weight decay", 0.0, 1.0)
+        check_range(self.momentum, "momentum", 0.0, 1.0)
+        if isinstance(self.seed, bool) or int(self.seed) != self.seed or not 0 <= self.seed < 2**63:
+            raise AdvlabError(f"seed must be an integer in 0..2**63-1, got {self.seed}")
         if self.train_subset is not None and self.train_subset < 1:
             raise AdvlabError(f"train subset must be positive, got {self.train_subset}")
         return self
+
+    def steps(self, train_images: int) -> int:
+        """Optimizer steps in the whole run on a training set of train_images images."""
+        images = min(self.train_subset or train_images, train_images)
+        if images < 1:
+            raise AdvlabError("the training set is empty")
+        return self.epochs * math.ceil(images / self.batch_size)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -114,9 +127,14 @@ def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, steps: 
     """A per-step learning-rate schedule; onecycle is the fast default (Smith & Topin 2019: peak at 25%,
     momentum cycled too); cyclic is the triangle of Wong et al.'s fast adversarial training code
     (peak at 40%, the optimizer's momentum left alone)."""
+    if steps < 1:
+        raise AdvlabError(f"a learning-rate schedule needs at least one step, got {steps}")
     if config.schedule == "onecycle":
+        # OneCycleLR ends its warm-up at step pct_start * steps - 1: at 4 steps that is step 0, a
+        # phase of length 0 it divides by; runs that short have no warm-up step (as at 1-3 steps), so
+        # the warm-up is put before step 0 there; every other length keeps the 25% warm-up
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=steps,
-                                                   pct_start=0.25, anneal_strategy="linear")
+                                                   pct_start=0.25 if steps != 4 else 0.2, anneal_strategy="linear")
     if config.schedule == "cyclic":  # Wong et al. 2020's: linear from 0 up to lr at 40% of training, down to 0
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: float(np.interp(s + 1, [0, 0.4 * steps, steps],
                                                                                        [0.0, 1.0, 0.0])))
@@ -129,12 +147,16 @@ def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, steps: 
 
 def fit(model: nn.Module, data: ImageDataset, config: TrainConfig, device: torch.device,
         batch_loss: BatchLoss = cross_entropy_loss, progress: bool = True,
-        epoch_end: EpochEnd | None = None) -> list[dict]:
+        epoch_end: EpochEnd | None = None, state: TrainingState | None = None) -> list[dict]:
     """Train model in place on data; return per-epoch {epoch, loss, accuracy, lr} (lr: its last step's).
 
     Seeds fix the data order and the augmentation, so two runs of the same config on the same
     device give the same weights. Under torchrun each process takes an equal share of every global
     batch (config.batch_size in all) and DistributedDataParallel averages the gradients.
+
+    With a TrainingState, the run's whole state is written there after every epoch and a state
+    found there at the start is resumed (the same weights as a run never interrupted); the
+    state's ``seconds`` then holds the training time of all the run's attempts.
     """
     config.validate()
     dist_ctx = distributed.context()
@@ -152,8 +174,21 @@ def fit(model: nn.Module, data: ImageDataset, config: TrainConfig, device: torch
     schedule = make_schedule(optimizer, config, config.epochs * steps_per_epoch)
     show = progress and dist_ctx.is_main
     takes_index = getattr(batch_loss, "takes_index", False)
-    history = []
-    for epoch in range(1, config.epochs + 1):
+    history: list[dict] = []
+    parts = stateful_parts(loss=batch_loss, epoch_end=epoch_end)
+    first_epoch, stopped, seconds_before, began = 1, False, 0.0, time.perf_counter()
+    saved = state.load() if state is not None else None
+    if saved is not None:
+        state.restore(saved, model, optimizer, generator, parts)
+        replay_schedule(schedule, saved["epoch"] * steps_per_epoch)
+        history, stopped, seconds_before = list(saved["history"]), bool(saved["stopped"]), float(saved["seconds"])
+        first_epoch = saved["epoch"] + 1
+        state.resumed_from = saved["epoch"]
+        if dist_ctx.is_main:
+            tqdm.write(f"resuming from epoch {saved['epoch']}/{config.epochs} (state in {state.path})")
+    for epoch in range(first_epoch, config.epochs + 1):
+        if stopped:
+            break
         model.train()
         total_loss = correct = seen = 0.0
         order = torch.randperm(len(data), generator=generator)
@@ -188,7 +223,14 @@ def fit(model: nn.Module, data: ImageDataset, config: TrainConfig, device: torch
                        f"{correct / seen:.4f}{numbers}")
             for text in (v for v in added.values() if isinstance(v, str)):
                 tqdm.write(text)
-        if stop:
-            break
+        stopped = bool(stop)
+        if state is not None:
+            seconds = seconds_before + time.perf_counter() - began
+            if dist_ctx.is_main:
+                state.save(epoch=epoch, history=history, stopped=stopped, seconds=seconds, model=model,
+                           optimizer=optimizer, generator=generator, parts=parts)
+            distributed.barrier()
+    if state is not None:
+        state.seconds = seconds_before + time.perf_counter() - began
     model.to(memory_format=torch.contiguous_format).eval()
     return history
