@@ -25,17 +25,19 @@ from advlab.cli.common import (
     add_device_arg,
     add_out_arg,
     add_progress_arg,
+    add_speed_args,
     check_model_fits,
     dataset_split,
     device_from,
     positive_int,
     resolve_model,
+    speed_up,
 )
 from advlab.errors import AdvlabError
 from advlab.evaluation.robust import MinimalNormEvaluation, robust_accuracy
 from advlab.report.attack_figures import fooling_grid_figure, robust_curve_figure, triptych_figure
 from advlab.report.run import RunDir
-from advlab.runtime import atomic_write
+from advlab.runtime import atomic_write, autocast
 
 DEMO_ORDER = 20
 
@@ -72,6 +74,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for random starts and targets (default: 0)")
     p.add_argument("--json", default=None, help="also write the metrics as JSON to this file")
     add_device_arg(p)
+    add_speed_args(p)
     add_out_arg(p)
     add_progress_arg(p)
     p.set_defaults(func=run)
@@ -155,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     data = dataset_split(args, "test", args.n)
     model, meta = resolve_model(args.model, args, device)
     check_model_fits(meta, data, args.model)
-    model.eval()
+    model = speed_up(model.eval(), args)
     x, y = data.tensors(len(data))
     target = None
     if args.targeted:
@@ -172,10 +175,11 @@ def run(args: argparse.Namespace) -> int:
         raise AdvlabError("--target-class needs --targeted")
     config = {"model": args.model, "dataset": args.dataset, "attack": args.attack, "eps": args.eps, "norm": norm,
               "steps": args.steps, "step_size": args.step_size, "targeted": args.targeted,
-              "target_class": args.target_class, "n": len(y), "seed": args.seed}
+              "target_class": args.target_class, "n": len(y), "seed": args.seed, "precision": args.precision}
     torch.manual_seed(args.seed)
     with RunDir(args.out, "attack", config) as run_dir:
-        res, cost = attack_dataset(attack, model, x, y, target, args.batch_size, device, args.progress)
+        with autocast(device, args.precision):
+            res, cost = attack_dataset(attack, model, x, y, target, args.batch_size, device, args.progress)
         summary = _summary(res, y, target, cost, norm)
         run_dir.metrics["attack"] = summary
         add_attack_section(run_dir, model, data.classes, x, y, res, summary, args.attack, attack, norm, device)

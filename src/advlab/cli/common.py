@@ -11,7 +11,7 @@ from torch import nn
 from advlab.data import ImageDataset, load_dataset
 from advlab.errors import AdvlabError
 from advlab.models import architecture, load_checkpoint
-from advlab.runtime import resolve_device
+from advlab.runtime import PRECISIONS, compile_model, resolve_device
 from advlab.training import TrainConfig, default_config, train_model
 from advlab.training.trainer import SCHEDULES
 
@@ -29,6 +29,20 @@ def add_data_args(parser: argparse.ArgumentParser, dataset: str | None = "mnist"
 
 def add_device_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default: auto)")
+
+
+def add_speed_args(parser: argparse.ArgumentParser) -> None:
+    """Options that change how fast the passes run on a GPU (docs/gpu.md)."""
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="arithmetic of the forward and backward passes: fp32, or bf16 autocast (for GPUs with "
+                        "bf16 units; reported decisions stay float32) (default: %(default)s)")
+    parser.add_argument("--compile", action="store_true",
+                        help="run the model through torch.compile (compiles first; pays off in long runs on a GPU)")
+
+
+def speed_up(model: nn.Module, args: argparse.Namespace) -> nn.Module:
+    """The model as the passes should run it: compiled when --compile was given."""
+    return compile_model(model) if getattr(args, "compile", False) else model
 
 
 def add_out_arg(parser: argparse.ArgumentParser) -> None:
@@ -60,6 +74,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default=None, help="also copy the checkpoint here (.safetensors)")
     parser.add_argument("--force", action="store_true", help="retrain even when the cache has this config")
     add_device_arg(parser)
+    add_speed_args(parser)
     add_out_arg(parser)
     add_progress_arg(parser)
 
@@ -76,7 +91,8 @@ def training_config(args: argparse.Namespace, defaults: dict | None = None, **fi
     given = {"model": args.model, "epochs": args.epochs, "batch_size": args.batch_size, "optimizer": args.optimizer,
              "lr": args.lr, "weight_decay": args.weight_decay, "schedule": args.schedule, "augment": args.augment}
     chosen = {k: (v if v is not None else (defaults or {}).get(k)) for k, v in given.items()}
-    return default_config(args.dataset, seed=args.seed, train_subset=args.train_subset, **chosen, **fields)
+    return default_config(args.dataset, seed=args.seed, train_subset=args.train_subset,
+                          precision=getattr(args, "precision", None), **chosen, **fields)
 
 
 def float_list(text: str) -> list[float]:

@@ -22,18 +22,20 @@ from advlab.cli.common import (
     add_device_arg,
     add_out_arg,
     add_progress_arg,
+    add_speed_args,
     check_model_fits,
     dataset_split,
     device_from,
     float_list,
     positive_int,
     resolve_model,
+    speed_up,
 )
 from advlab.errors import AdvlabError
 from advlab.evaluation.defense import DefenseEvaluation, evaluate_defense, summary_rows
 from advlab.report.attack_figures import robust_curve_figure
 from advlab.report.run import RunDir
-from advlab.runtime import atomic_write
+from advlab.runtime import atomic_write, autocast
 
 DEMO_ORDER = 45
 
@@ -64,6 +66,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, default=500)
     p.add_argument("--json", default=None, help="also write the metrics as JSON to this file")
     add_device_arg(p)
+    add_speed_args(p)
     add_out_arg(p)
     add_progress_arg(p)
     p.set_defaults(func=run)
@@ -113,18 +116,19 @@ def run(args: argparse.Namespace) -> int:
     for spec in args.models:
         model, meta = resolve_model(spec, args, device)
         check_model_fits(meta, data, spec)
-        loaded.append((spec, model, meta))
+        loaded.append((spec, speed_up(model, args), meta))
     x, y = data.tensors()
     config = {"models": args.models, "dataset": args.dataset, "n": len(data), "eps": args.eps, "steps": args.steps,
-              "restarts": args.restarts, "step_size": args.step_size, "seed": args.seed}
+              "restarts": args.restarts, "step_size": args.step_size, "seed": args.seed, "precision": args.precision}
     results = {}
     with RunDir(args.out, "evaluate", config) as run_dir:
         for i, (spec, model, meta) in enumerate(loaded):
             label = describe(meta)
             start, cpu = time.perf_counter(), time.process_time()
-            ev = evaluate_defense(model, x, y, args.eps, args.steps, args.restarts, args.step_size,
-                                  args.blackbox_n, args.blackbox_queries, args.unbounded_n, args.seed,
-                                  args.batch_size, device, args.progress)
+            with autocast(device, args.precision):
+                ev = evaluate_defense(model, x, y, args.eps, args.steps, args.restarts, args.step_size,
+                                      args.blackbox_n, args.blackbox_queries, args.unbounded_n, args.seed,
+                                      args.batch_size, device, args.progress)
             results[spec] = {"label": label, **ev.to_dict(), "wall_seconds": time.perf_counter() - start,
                              "cpu_seconds": time.process_time() - cpu, "device": str(device),
                              "threads": torch.get_num_threads()}

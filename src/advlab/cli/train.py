@@ -33,13 +33,15 @@ def run_training(args: argparse.Namespace, config: TrainConfig, batch_loss: Batc
     train_data, test_data = dataset_split(args, "train"), dataset_split(args, "test")
     if distributed.init_distributed(device).enabled and not distributed.context().is_main:
         train_model(config, device, args.data_dir, batch_loss=batch_loss, progress=False, train_data=train_data,
-                    test_data=test_data, use_cache=not args.force, epoch_end=epoch_end)
+                    test_data=test_data, use_cache=not args.force, epoch_end=epoch_end,
+                    compile=args.compile)
         return 0
     # N processes follow one process's trajectory (within noise), so N is not part of the cache key
     with RunDir(args.out, command, {"train_config": config.to_dict(), "device": str(device)}) as run_dir:
         model, meta, path, cached = train_model(config, device, args.data_dir, batch_loss=batch_loss,
                                                 progress=args.progress, train_data=train_data, test_data=test_data,
-                                                use_cache=not args.force, epoch_end=epoch_end)
+                                                use_cache=not args.force, epoch_end=epoch_end,
+                                                compile=args.compile)
         run_dir.metrics = {"checkpoint": str(path), "cached": cached, "recipe": config.recipe,
                            "test_accuracy": meta["test_accuracy"], "train_seconds": meta.get("train_seconds"),
                            "history": meta.get("history", [])}

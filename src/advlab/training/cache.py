@@ -42,12 +42,13 @@ def train_model(config: TrainConfig, device: torch.device, data_dir: str | Path 
                 train_data: ImageDataset | None = None, test_data: ImageDataset | None = None,
                 use_cache: bool = True, fit_fn: FitFn | None = None,
                 test_metrics: TestMetrics | None = None,
-                epoch_end: EpochEnd | None = None) -> tuple[nn.Module, dict, Path, bool]:
+                epoch_end: EpochEnd | None = None, compile: bool = False) -> tuple[nn.Module, dict, Path, bool]:
     """Train (or fetch from the cache) the model config describes.
 
     Returns (model, metadata, checkpoint path, whether it came from the cache). The metadata holds
     the config, the per-epoch history, the test metrics (clean accuracy by default) and the wall
-    time. Models other than classifiers bring their own loop (fit_fn) and test metrics.
+    time. Models other than classifiers bring their own loop (fit_fn) and test metrics. ``compile``
+    (torch.compile) changes the speed, not the recipe, so it is not part of the cache key.
     """
     config.validate()
     device = distributed.local_device(device)
@@ -62,7 +63,7 @@ def train_model(config: TrainConfig, device: torch.device, data_dir: str | Path 
     model = create_model(config.model, config.dataset, channels, size, train_data.num_classes, **config.model_extra)
     start = time.perf_counter()
     if fit_fn is None:
-        history = fit(model, train_data, config, device, batch_loss, progress, epoch_end)
+        history = fit(model, train_data, config, device, batch_loss, progress, epoch_end, compile=compile)
     else:
         history = fit_fn(model, train_data, config, device, progress)
     wall = time.perf_counter() - start
