@@ -145,3 +145,34 @@ def place_images(images: torch.Tensor, device: torch.device, budget: float = 0.2
     if images.numel() * images.element_size() <= budget * free:
         return images.to(device)
     return images.pin_memory()
+
+
+def gradient_batch_size(model: torch.nn.Module, image_shape: tuple[int, ...], device: torch.device,
+                        cpu_default: int, ceiling: int = 8192, share: float = 0.5) -> int:
+    """Images per attack batch: on a GPU, the largest power of two (at most ceiling) whose forward and
+    input-gradient backward pass fits in `share` of the free memory, found by trying it and halving on
+    out-of-memory; on a CPU, cpu_default (large batches gain nothing there)."""
+    if device.type != "cuda":
+        return cpu_default
+    free, _ = torch.cuda.mem_get_info(device)
+    per_image = 4 * int(np.prod(image_shape))
+    start = 1 << max(int(min(ceiling, share * free / (per_image * 64))).bit_length() - 1, 0)
+
+    def trial(size: int) -> None:
+        x = torch.zeros((size, *image_shape), device=device, requires_grad=True)
+        model(x.contiguous(memory_format=torch.channels_last)).sum().backward()
+        torch.cuda.synchronize(device)
+
+    flags = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    was_training = model.training
+    model.eval()
+    try:
+        size, _ = largest_batch(trial, start)
+    finally:
+        for p, flag in zip(model.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
+        model.train(was_training)
+        torch.cuda.empty_cache()
+    return size

@@ -37,7 +37,7 @@ from advlab.errors import AdvlabError
 from advlab.evaluation.robust import MinimalNormEvaluation, robust_accuracy
 from advlab.report.attack_figures import fooling_grid_figure, robust_curve_figure, triptych_figure
 from advlab.report.run import RunDir
-from advlab.runtime import atomic_write, autocast
+from advlab.runtime import atomic_write, autocast, gradient_batch_size
 
 DEMO_ORDER = 20
 
@@ -70,7 +70,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target-class", default=None, help="class index or name for --targeted (default: a random "
                    "class other than the true one, per image)")
     p.add_argument("--n", type=positive_int, default=1000, help="attack the first N test images (default: 1000)")
-    p.add_argument("--batch-size", type=positive_int, default=250, help="images per batch (default: 250)")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="images per batch (default: 250 on a CPU; on a GPU the largest that fits)")
     p.add_argument("--seed", type=int, default=0, help="seed for random starts and targets (default: 0)")
     p.add_argument("--json", default=None, help="also write the metrics as JSON to this file")
     add_device_arg(p)
@@ -150,6 +151,8 @@ def run(args: argparse.Namespace) -> int:
             raise AdvlabError("targeted black-box attacks are not offered by `advlab attack`; drop --targeted")
         if args.norm is None:
             args.norm = "linf"
+        if args.batch_size is None:
+            args.batch_size = 250  # the black-box batch stays what it was; the GPU sizing is for white-box passes
         return run_oracle_attack(args)
     if args.model is None:
         raise AdvlabError("white-box attacks need --model (a checkpoint or an architecture name)")
@@ -159,6 +162,8 @@ def run(args: argparse.Namespace) -> int:
     model, meta = resolve_model(args.model, args, device)
     check_model_fits(meta, data, args.model)
     model = speed_up(model.eval(), args)
+    if args.batch_size is None:
+        args.batch_size = gradient_batch_size(model, data.shape, device, cpu_default=250)
     x, y = data.tensors(len(data))
     target = None
     if args.targeted:

@@ -35,7 +35,7 @@ from advlab.errors import AdvlabError
 from advlab.evaluation.defense import DefenseEvaluation, evaluate_defense, summary_rows
 from advlab.report.attack_figures import robust_curve_figure
 from advlab.report.run import RunDir
-from advlab.runtime import atomic_write, autocast
+from advlab.runtime import atomic_write, autocast, gradient_batch_size
 
 DEMO_ORDER = 45
 
@@ -63,7 +63,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--unbounded-n", type=int, default=200,
                    help="images for the unbounded-attack check (0: skip; default 200)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=positive_int, default=500)
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="images per batch (default: 500 on a CPU; on a GPU the largest that fits)")
     p.add_argument("--json", default=None, help="also write the metrics as JSON to this file")
     add_device_arg(p)
     add_speed_args(p)
@@ -118,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
         check_model_fits(meta, data, spec)
         loaded.append((spec, speed_up(model, args), meta))
     x, y = data.tensors()
+    if args.batch_size is None:
+        args.batch_size = min(gradient_batch_size(model, data.shape, device, cpu_default=500) for _, model, _ in loaded)
     config = {"models": args.models, "dataset": args.dataset, "n": len(data), "eps": args.eps, "steps": args.steps,
               "restarts": args.restarts, "step_size": args.step_size, "seed": args.seed, "precision": args.precision}
     results = {}
