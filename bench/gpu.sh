@@ -68,7 +68,7 @@ step() {  # NAME COMMAND...: run one advlab command within what is left of the d
 
 case $RUN in
 speed)
-    if [ "${SMOKE:-0}" = 1 ]; then SPEED=(--smoke); else SPEED=(); fi
+    if [ "${SMOKE:-0}" = 1 ]; then SPEED=(--smoke --models cifar_cnn); else SPEED=(); fi
     timeout "$(left)" "$PY" "$ROOT/bench/gpu_speed.py" --device "$DEVICE" --out "$OUT/speed_rows.json" "${SPEED[@]}" \
         >>"$LOG" 2>&1 && echo '{"step": "speed", "status": "ok"}' >>"$STEPS" || FAILED=1
     ;;
