@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.advlab-installed
 
-.PHONY: demo test lint setup browser clean
+.PHONY: demo test lint setup browser clean gpu-smoke
 
 setup: $(STAMP)
 
@@ -29,8 +29,16 @@ browser:
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 
-test: $(STAMP) browser lint
+test: $(STAMP) browser lint gpu-smoke
 	ADVLAB_DATA=$${ADVLAB_DATA:-$(CURDIR)/../shared/data} $(BIN)/pytest -q
+
+# Every run of bench/gpu.sh end to end at a tiny size on the CPU, so the GPU scripts stay runnable.
+gpu-smoke: $(STAMP)
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	for run in speed fast fast-carry pgd smoothing backdoor; do \
+	  SMOKE=1 DEVICE=cpu PYTHON=$(BIN)/python ADVLAB_CACHE=$$tmp/cache \
+	    bash bench/gpu.sh $$run $$tmp/out $${ADVLAB_DATA:-$(CURDIR)/../shared/data} 900 || exit 1; \
+	done; echo "gpu-smoke: every run of bench/gpu.sh completed"
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

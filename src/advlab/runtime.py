@@ -186,3 +186,100 @@ def check_writable_file(path: str | Path, what: str, overwrite: bool = False, su
         raise AdvlabError(f"{what} {path} cannot be written: {reason}; create the folder first or choose another path")
     check_writable_folder(parent, f"{what} {path}")
     return path
+# ---- speed on accelerators: precision, compilation, batch sizes, where the data lives ----
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise AdvlabError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    return precision
+
+
+def autocast(device: torch.device, precision: str = "fp32"):
+    """The forward passes' arithmetic: fp32 as written, or bf16 autocast (matrix products and
+    convolutions in bfloat16, reductions and losses in float32; gradients come back in the inputs'
+    float32). bf16 keeps float32's exponent range, so unlike fp16 it needs no loss scaling and tiny
+    gradients do not underflow; it halves the memory traffic of the passes on GPUs with bf16 units."""
+    check_precision(precision)
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def full_precision(device: torch.device):
+    """Switch an enclosing autocast off: decisions that are reported (an attack's success, a smoothed
+    classifier's counts) are taken in the model's own float32 arithmetic."""
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
+def compile_model(model: torch.nn.Module, backend: str = "inductor") -> torch.nn.Module:
+    """torch.compile the model (its parameters stay shared with the original module). The first passes
+    pay for compilation; long runs (training, certification, large evaluations) gain from fused kernels."""
+    try:
+        return torch.compile(model, backend=backend)
+    except Exception as exc:  # no compiler toolchain, unsupported platform
+        raise AdvlabError(f"--compile failed ({type(exc).__name__}: {exc}); run without --compile") from None
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def largest_batch(work: Callable[[int], object], start: int, smallest: int = 1) -> tuple[int, object]:
+    """Run work(batch_size) with start, halving the batch size on out-of-memory errors until it fits;
+    return (the size that ran, its result). Other errors propagate."""
+    size = max(int(start), smallest)
+    while True:
+        try:
+            return size, work(size)
+        except (RuntimeError, torch.OutOfMemoryError) as exc:
+            if not is_out_of_memory(exc) or size <= smallest:
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            size = max(size // 2, smallest)
+
+
+def place_images(images: torch.Tensor, device: torch.device, budget: float = 0.25) -> torch.Tensor:
+    """Where a training set's uint8 images live during training. On a GPU: on the device itself when
+    they take at most `budget` of its free memory (no host-device copies at all), else in pinned host
+    memory, so that each batch's copy runs asynchronously. On the CPU: unchanged."""
+    if device.type != "cuda":
+        return images
+    free, _ = torch.cuda.mem_get_info(device)
+    if images.numel() * images.element_size() <= budget * free:
+        return images.to(device)
+    return images.pin_memory()
+
+
+def gradient_batch_size(model: torch.nn.Module, image_shape: tuple[int, ...], device: torch.device,
+                        cpu_default: int, ceiling: int = 8192, share: float = 0.5) -> int:
+    """Images per attack batch: on a GPU, the largest power of two (at most ceiling) whose forward and
+    input-gradient backward pass fits in `share` of the free memory, found by trying it and halving on
+    out-of-memory; on a CPU, cpu_default (large batches gain nothing there)."""
+    if device.type != "cuda":
+        return cpu_default
+    free, _ = torch.cuda.mem_get_info(device)
+    per_image = 4 * int(np.prod(image_shape))
+    start = 1 << max(int(min(ceiling, share * free / (per_image * 64))).bit_length() - 1, 0)
+
+    def trial(size: int) -> None:
+        x = torch.zeros((size, *image_shape), device=device, requires_grad=True)
+        model(x.contiguous(memory_format=torch.channels_last)).sum().backward()
+        torch.cuda.synchronize(device)
+
+    flags = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    was_training = model.training
+    model.eval()
+    try:
+        size, _ = largest_batch(trial, start)
+    finally:
+        for p, flag in zip(model.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
+        model.train(was_training)
+        torch.cuda.empty_cache()
+    return size

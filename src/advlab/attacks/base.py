@@ -5,8 +5,9 @@ The base class handles, once for all attacks, the pitfalls users of peer librari
 inputs are checked (NCHW, float, [0, 1], no NaN); the model is put in eval mode and its mode
 restored; parameter gradients are switched off (input gradients only: weight gradients are wasted
 work); a model ending in softmax is detected and the user warned; success is measured by a fresh
-forward pass on the returned images, never taken from the attack's own claim; samples already
-misclassified (or already in the target class) are returned unchanged and not attacked.
+forward pass on the returned images (in float32, also when the attack ran under autocast), never
+taken from the attack's own claim; samples already misclassified (or already in the target class)
+are returned unchanged and not attacked.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from advlab.errors import AdvlabError, check_images, check_labels, check_range
+from advlab.runtime import full_precision
 
 NORMS = ("linf", "l2")
 
@@ -173,16 +175,17 @@ class Attack:
         with attack_mode(model):
             cost = Cost()
             if clean_logits is None:
-                with torch.no_grad():
+                with torch.no_grad(), full_precision(x.device):
                     clean_logits = model(x)
-            clean_logits = clean_logits.to(x.device)
+            clean_logits = clean_logits.to(x.device).float()
             warn_if_softmax(clean_logits)
             num_classes = clean_logits.shape[1]
             check_labels(y, x.shape[0], num_classes)
             if target is not None:
                 check_labels(target, x.shape[0], num_classes, name="target classes")
             adv = self._perturb_unfinished(model, x, y, target, clean_logits.argmax(1), cost, start).detach()
-            with torch.no_grad():
+            # judged in float32 even when the attack's own passes ran under bf16 autocast
+            with torch.no_grad(), full_precision(x.device):
                 adv_pred = model(adv).argmax(1)
         success = adv_pred == target if target is not None else adv_pred != y
         return AttackResult(adv, success, perturbation_norms(adv, x), cost, clean_logits.argmax(1), adv_pred,

@@ -25,6 +25,7 @@ from advlab.cli.common import (
     add_device_arg,
     add_out_arg,
     add_progress_arg,
+    add_speed_args,
     check_model_fits,
     dataset_split,
     declare_output_file,
@@ -35,12 +36,13 @@ from advlab.cli.common import (
     probability,
     resolve_model,
     seed_int,
+    speed_up,
 )
 from advlab.errors import AdvlabError
 from advlab.evaluation.robust import MinimalNormEvaluation, robust_accuracy
 from advlab.report.attack_figures import fooling_grid_figure, robust_curve_figure, triptych_figure
 from advlab.report.run import RunDir
-from advlab.runtime import atomic_write
+from advlab.runtime import atomic_write, autocast, gradient_batch_size
 
 DEMO_ORDER = 20
 
@@ -74,12 +76,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target-class", default=None, help="class index or name for --targeted (default: a random "
                    "class other than the true one, per image)")
     p.add_argument("--n", type=positive_int, default=1000, help="attack the first N test images (default: 1000)")
-    p.add_argument("--batch-size", type=positive_int, default=250, help="images per batch (default: 250)")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="images per batch (default: 250 on a CPU; on a GPU the largest that fits)")
     p.add_argument("--seed", type=seed_int, default=0, help="seed for random starts and targets (default: 0)")
     p.add_argument("--json", default=None, help="also write the metrics as JSON to this file (must not exist yet "
                    "unless --overwrite)")
     declare_output_file(p, "json")
     add_device_arg(p)
+    add_speed_args(p)
     add_out_arg(p)
     add_progress_arg(p)
     p.set_defaults(func=run)
@@ -159,6 +163,8 @@ def run(args: argparse.Namespace) -> int:
             raise AdvlabError("targeted black-box attacks are not offered by `advlab attack`; drop --targeted")
         if args.norm is None:
             args.norm = "linf"
+        if args.batch_size is None:
+            args.batch_size = 250  # the black-box batch stays what it was; the GPU sizing is for white-box passes
         return run_oracle_attack(args)
     if args.model is None:
         raise AdvlabError("white-box attacks need --model (a checkpoint or an architecture name)")
@@ -167,7 +173,9 @@ def run(args: argparse.Namespace) -> int:
     data = dataset_split(args, "test", args.n)
     model, meta = resolve_model(args.model, args, device)
     check_model_fits(meta, data, args.model)
-    model.eval()
+    model = speed_up(model.eval(), args)
+    if args.batch_size is None:
+        args.batch_size = gradient_batch_size(model, data.shape, device, cpu_default=250)
     x, y = data.tensors(len(data))
     target = None
     if args.targeted:
@@ -184,10 +192,11 @@ def run(args: argparse.Namespace) -> int:
         raise AdvlabError("--target-class needs --targeted")
     config = {"model": args.model, "dataset": args.dataset, "attack": args.attack, "eps": args.eps, "norm": norm,
               "steps": args.steps, "step_size": args.step_size, "targeted": args.targeted,
-              "target_class": args.target_class, "n": len(y), "seed": args.seed}
+              "target_class": args.target_class, "n": len(y), "seed": args.seed, "precision": args.precision}
     torch.manual_seed(args.seed)
     with RunDir(args.out, "attack", config, overwrite=args.overwrite) as run_dir:
-        res, cost = attack_dataset(attack, model, x, y, target, args.batch_size, device, args.progress)
+        with autocast(device, args.precision):
+            res, cost = attack_dataset(attack, model, x, y, target, args.batch_size, device, args.progress)
         summary = _summary(res, y, target, cost, norm)
         run_dir.metrics["attack"] = summary
         add_attack_section(run_dir, model, data.classes, x, y, res, summary, args.attack, attack, norm, device)

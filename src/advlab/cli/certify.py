@@ -18,23 +18,25 @@ from advlab.cli.common import (
     add_device_arg,
     add_out_arg,
     add_progress_arg,
+    add_speed_args,
     check_model_fits,
     data_line,
     open_fraction,
     positive_float,
     positive_int,
     seed_int,
+    speed_up,
 )
 from advlab.data import ImageDataset, load_dataset
 from advlab.defenses.noise import noise_config, train_noise_model
-from advlab.defenses.smoothing import Smooth
+from advlab.defenses.smoothing import Smooth, noise_batch_size
 from advlab.errors import AdvlabError, check_range
 from advlab.evaluation.certified import DEFAULT_RADII, CertificationResult, certify_dataset
 from advlab.evaluation.records import RecordStore, data_sha256, file_sha256, model_summary, recorded
 from advlab.models import load_checkpoint
 from advlab.report.certify_figures import COHEN_CIFAR10, certified_accuracy_figure
 from advlab.report.run import RunDir
-from advlab.runtime import cache_dir, resolve_device
+from advlab.runtime import autocast, cache_dir, resolve_device
 
 DEMO_ORDER = 50
 
@@ -54,10 +56,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-images", type=positive_int, default=500, help="images to certify (default: %(default)s)")
     p.add_argument("--skip", type=positive_int, default=1,
                    help="certify every SKIP-th test image (Cohen et al.: 20, i.e. 500 of CIFAR-10's 10,000)")
-    p.add_argument("--batch-size", type=positive_int, default=1000, help="noisy copies per forward pass")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="noisy copies per forward pass (default: 1000 on a CPU; on a GPU the largest that fits)")
     p.add_argument("--seed", type=seed_int, default=0, help="noise seed (each image's noise derives from it)")
     add_data_args(p, dataset=None)
     add_device_arg(p)
+    add_speed_args(p)
     add_out_arg(p)
     add_progress_arg(p)
     p.set_defaults(func=run)
@@ -113,6 +117,7 @@ def _run(args: argparse.Namespace, rank: int, world: int, local_rank: int) -> in
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", local_rank)
     model, meta = load_checkpoint(args.checkpoint, device)
+    model = speed_up(model, args)
     trained_sigma = recipe_sigma(meta)
     sigma = args.sigma if args.sigma is not None else trained_sigma
     if sigma is None:
@@ -123,22 +128,26 @@ def _run(args: argparse.Namespace, rank: int, world: int, local_rank: int) -> in
     full = load_dataset(dataset, "test", args.data_dir, args.image_size, args.channels)
     check_model_fits(meta, full, args.checkpoint)
     data, ids = certification_images(full, args.n_images, args.skip)
+    if args.batch_size is None:
+        args.batch_size = noise_batch_size(model, full.shape, device, ceiling=max(args.n, args.n0))
     config = {"checkpoint": str(args.checkpoint), "architecture": meta["architecture"], "dataset": dataset,
               "recipe": meta.get("recipe"), "sigma": sigma, "trained_sigma": trained_sigma, "n0": args.n0,
               "n": args.n, "alpha": alpha, "images": len(ids), "skip": args.skip, "seed": args.seed,
               "batch_size": args.batch_size, "device": str(device), "world_size": world,
-              "torch_threads": torch.get_num_threads(), "data": data.describe()}
+              "torch_threads": torch.get_num_threads(), "data": data.describe(), "precision": args.precision}
     smooth = Smooth(model, meta["model_args"]["num_classes"], sigma)
     if rank != 0:  # workers certify their shard; rank 0 writes the run folder
-        certify_dataset(smooth, data, args.n0, args.n, alpha, args.batch_size, args.seed, ids, device,
-                        progress=False, state_dir=cache_dir() / "certify")
+        with autocast(device, args.precision):
+            certify_dataset(smooth, data, args.n0, args.n, alpha, args.batch_size, args.seed, ids, device,
+                            progress=False, state_dir=cache_dir() / "certify")
         return 0
     if trained_sigma is not None and abs(trained_sigma - sigma) > 1e-12:
         print(f"note: {args.checkpoint} was noise-trained at sigma {trained_sigma:g}, certifying at {sigma:g}")
     print(data_line(data))
     with RunDir(args.out, "certify", config, overwrite=args.overwrite) as run_dir:
-        result = certify_dataset(smooth, data, args.n0, args.n, alpha, args.batch_size, args.seed, ids, device,
-                                 progress=args.progress, state_dir=cache_dir() / "certify")
+        with autocast(device, args.precision):
+            result = certify_dataset(smooth, data, args.n0, args.n, alpha, args.batch_size, args.seed, ids,
+                                     device, progress=args.progress, state_dir=cache_dir() / "certify")
         label = f"{meta['architecture']} sigma={sigma:g}"
         add_certify_section(run_dir, [(label, result)], dataset, meta)
         run_dir.metrics = result.to_dict()

@@ -14,7 +14,7 @@ from advlab.data.folder import MAX_IMAGE_SIZE
 from advlab.errors import AdvlabError
 from advlab.models import architecture, load_checkpoint, validate_metadata
 from advlab.report.run import check_run_destination
-from advlab.runtime import check_writable_file, check_writable_folder, resolve_device
+from advlab.runtime import PRECISIONS, check_writable_file, check_writable_folder, compile_model, resolve_device
 from advlab.training import TrainConfig, default_config, train_model
 from advlab.training.trainer import SCHEDULES
 
@@ -32,6 +32,20 @@ def add_data_args(parser: argparse.ArgumentParser, dataset: str | None = "mnist"
 
 def add_device_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default: auto)")
+
+
+def add_speed_args(parser: argparse.ArgumentParser) -> None:
+    """Options that change how fast the passes run on a GPU (docs/gpu.md)."""
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="arithmetic of the forward and backward passes: fp32, or bf16 autocast (for GPUs with "
+                        "bf16 units; reported decisions stay float32) (default: %(default)s)")
+    parser.add_argument("--compile", action="store_true",
+                        help="run the model through torch.compile (compiles first; pays off in long runs on a GPU)")
+
+
+def speed_up(model: nn.Module, args: argparse.Namespace) -> nn.Module:
+    """The model as the passes should run it: compiled when --compile was given."""
+    return compile_model(model) if getattr(args, "compile", False) else model
 
 
 def add_out_arg(parser: argparse.ArgumentParser) -> None:
@@ -105,6 +119,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     declare_output_file(parser, "checkpoint", ".safetensors")
     parser.add_argument("--force", action="store_true", help="retrain even when the cache has this config")
     add_device_arg(parser)
+    add_speed_args(parser)
     add_out_arg(parser)
     add_progress_arg(parser)
 
@@ -122,7 +137,8 @@ def training_config(args: argparse.Namespace, defaults: dict | None = None, **fi
     given = {"model": args.model, "epochs": args.epochs, "batch_size": args.batch_size, "optimizer": args.optimizer,
              "lr": args.lr, "weight_decay": args.weight_decay, "schedule": args.schedule, "augment": args.augment}
     chosen = {k: (v if v is not None else (defaults or {}).get(k)) for k, v in given.items()}
-    return default_config(args.dataset, seed=args.seed, train_subset=args.train_subset, **chosen, **fields)
+    return default_config(args.dataset, seed=args.seed, train_subset=args.train_subset,
+                          precision=getattr(args, "precision", None), **chosen, **fields)
 
 
 def _number(text: str, what: str) -> float:

@@ -28,6 +28,7 @@ from advlab.cli.common import (
     add_device_arg,
     add_out_arg,
     add_progress_arg,
+    add_speed_args,
     check_model_fits,
     dataset_split,
     declare_output_file,
@@ -38,6 +39,7 @@ from advlab.cli.common import (
     positive_int,
     resolve_model,
     seed_int,
+    speed_up,
 )
 from advlab.errors import AdvlabError
 from advlab.evaluation.defense import DefenseEvaluation, evaluate_defense, summary_rows
@@ -45,7 +47,7 @@ from advlab.evaluation.records import RecordStore, data_sha256, model_hash, mode
 from advlab.evaluation.suite import SUITES, SuiteConfig, SuiteEvaluation, check_classifier, compare_runs, run_suite
 from advlab.report.attack_figures import robust_curve_figure
 from advlab.report.run import RunDir, load_run
-from advlab.runtime import atomic_write
+from advlab.runtime import atomic_write, autocast, gradient_batch_size
 
 DEMO_ORDER = 45
 
@@ -88,7 +90,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--unbounded-n", type=nonnegative_int, default=200,
                    help="images for the unbounded-attack check (0: skip; default 200)")
     p.add_argument("--seed", type=seed_int, default=0)
-    p.add_argument("--batch-size", type=positive_int, default=500)
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="images per batch (default: 500 on a CPU; on a GPU the largest that fits)")
     p.add_argument("--effort-n", type=nonnegative_int, default=200,
                    help="images for the more-restarts-and-steps check (0: skip; default 200)")
     p.add_argument("--json", default=None, help="also write the metrics as JSON to this file (must not exist yet "
@@ -97,6 +100,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true",
                    help="recompute even when the evaluation records hold this evaluation (see advlab leaderboard)")
     add_device_arg(p)
+    add_speed_args(p)
     add_out_arg(p)
     add_progress_arg(p)
     p.set_defaults(func=run)
@@ -185,9 +189,11 @@ def run(args: argparse.Namespace) -> int:
         model, meta = resolve_model(spec, args, device)
         check_model_fits(meta, data, spec)
         check_classifier(model, x, data.num_classes, device)
-        loaded.append((spec, model, meta))
+        loaded.append((spec, speed_up(model, args), meta))
+    if args.batch_size is None:
+        args.batch_size = min(gradient_batch_size(model, data.shape, device, cpu_default=500) for _, model, _ in loaded)
     config = {"models": args.models, "dataset": args.dataset, "n": len(data), "eps": args.eps, "suite": args.suite,
-              "norm": args.norm, "seed": args.seed}
+              "norm": args.norm, "seed": args.seed, "precision": args.precision}
     if args.suite == "classic":
         config.update(steps=args.steps, restarts=args.restarts, step_size=args.step_size)
     else:
@@ -200,12 +206,16 @@ def run(args: argparse.Namespace) -> int:
             label = describe(meta)
             start, cpu = time.perf_counter(), time.process_time()
             if args.suite == "classic":  # recorded, and reused from the records (evaluation/records.py)
-                ev, results[spec] = recorded_evaluation(args, store, data_hash, spec, model, meta, label, x, y, device)
+                with autocast(device, args.precision):
+                    ev, results[spec] = recorded_evaluation(args, store, data_hash, spec, model, meta, label, x, y,
+                                                            device)
             else:
                 cfg = SuiteConfig(steps=args.iterations, targets=args.targets, square_queries=args.square_queries,
                                   eot=args.eot, seed=args.seed)
-                ev = run_suite(model, x, y, args.eps, args.norm, args.suite, config=cfg, batch_size=args.batch_size,
-                               device=device, progress=args.progress, unbounded_n=args.unbounded_n)
+                with autocast(device, args.precision):
+                    ev = run_suite(model, x, y, args.eps, args.norm, args.suite, config=cfg,
+                                   batch_size=args.batch_size, device=device, progress=args.progress,
+                                   unbounded_n=args.unbounded_n)
                 samples = ev.per_sample()
                 (run_dir.tmp / f"samples_{i}.json").write_text(json.dumps(samples) + "\n")
                 results[spec] = {"label": label, **ev.to_dict(), "wall_seconds": time.perf_counter() - start,
@@ -237,7 +247,8 @@ def record_settings(args: argparse.Namespace) -> dict:
     return {"norm": "linf", "eps": sorted(args.eps), "steps": args.steps, "restarts": args.restarts,
             "step_size": args.step_size, "seed": args.seed, "blackbox_n": args.blackbox_n,
             "blackbox_queries": args.blackbox_queries, "unbounded_n": args.unbounded_n, "effort_n": args.effort_n,
-            "batch_size": args.batch_size, "dataset": args.dataset}
+            "batch_size": args.batch_size, "dataset": args.dataset,
+            **({"precision": args.precision} if args.precision != "fp32" else {})}
 
 
 def recorded_evaluation(args, store, data_hash, spec, model, meta, label, x, y, device

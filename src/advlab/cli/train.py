@@ -35,7 +35,8 @@ def run_training(args: argparse.Namespace, config: TrainConfig, batch_loss: Batc
     data = {"train": train_data.describe(), "test": test_data.describe()}
     if distributed.init_distributed(device).enabled and not distributed.context().is_main:
         train_model(config, device, args.data_dir, batch_loss=batch_loss, progress=False, train_data=train_data,
-                    test_data=test_data, use_cache=not args.force, epoch_end=epoch_end)
+                    test_data=test_data, use_cache=not args.force, epoch_end=epoch_end,
+                    compile=args.compile)
         return 0
     # N processes follow one process's trajectory (within noise), so N is not part of the cache key
     print(data_line(train_data, test_data))
@@ -43,7 +44,8 @@ def run_training(args: argparse.Namespace, config: TrainConfig, batch_loss: Batc
                 overwrite=args.overwrite) as run_dir:
         model, meta, path, cached = train_model(config, device, args.data_dir, batch_loss=batch_loss,
                                                 progress=args.progress, train_data=train_data, test_data=test_data,
-                                                use_cache=not args.force, epoch_end=epoch_end)
+                                                use_cache=not args.force, epoch_end=epoch_end,
+                                                compile=args.compile)
         run_dir.metrics = {"checkpoint": str(path), "cached": cached, "recipe": config.recipe, "data": data,
                            "resumed_after_epoch": meta.get("resumed_after_epoch"),
                            "test_accuracy": meta["test_accuracy"], "train_seconds": meta.get("train_seconds"),

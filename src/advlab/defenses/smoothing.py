@@ -16,6 +16,7 @@ from scipy.stats import beta, binomtest, norm
 from torch import nn
 
 from advlab.errors import AdvlabError, check_images, check_range
+from advlab.runtime import full_precision, largest_batch
 
 ABSTAIN = -1
 
@@ -110,7 +111,8 @@ class Smooth:
                     size = min(batch_size, remaining)
                     noisy = noise[:size].normal_(0.0, self.sigma, generator=generator).add_(x)
                     logits = model(noisy)
-                    counts += torch.bincount(logits.argmax(1), minlength=self.num_classes)[: self.num_classes]
+                    # the decision in float32 (bf16 logits would tie more often); counts in int64
+                    counts += torch.bincount(logits.float().argmax(1), minlength=self.num_classes)[: self.num_classes]
                     remaining -= size
         finally:
             model.train(was_training)
@@ -129,4 +131,34 @@ class Smooth:
     def _check_budget(value: int, name: str) -> None:
         if int(value) != value or value < 1:
             raise AdvlabError(f"{name} (number of noise samples) must be a positive integer, got {value}")
+
+
+CPU_BATCH = 1000  # noisy copies per pass on a CPU: larger batches gain nothing there
+
+
+def noise_batch_size(model: nn.Module, image_shape: tuple[int, ...], device: torch.device, ceiling: int = 100_000,
+                     share: float = 0.5) -> int:
+    """Noisy copies per forward pass that fill the device: on a GPU, the largest power-of-two batch
+    (at most ceiling) whose forward pass fits in `share` of the free memory, found by trying it (halving
+    on out-of-memory); on a CPU, 1000. Certification's cost is its forward passes, and a GPU runs a
+    small model at full speed only on batches of thousands of images."""
+    if device.type != "cuda":
+        return min(CPU_BATCH, ceiling)
+    free, _ = torch.cuda.mem_get_info(device)
+    per_image = 4 * int(np.prod(image_shape))
+    start = 1 << max(int(min(ceiling, share * free / (per_image * 8))).bit_length() - 1, 0)
+
+    def trial(size: int) -> None:
+        with torch.inference_mode(), full_precision(device):
+            model(torch.zeros((size, *image_shape), device=device).contiguous(memory_format=torch.channels_last))
+        torch.cuda.synchronize(device)
+
+    was_training = model.training
+    model.eval()
+    try:
+        size, _ = largest_batch(trial, start)
+    finally:
+        model.train(was_training)
+        torch.cuda.empty_cache()
+    return size
 

@@ -87,7 +87,8 @@ def train_model(config: TrainConfig, device: torch.device, data_dir: str | Path 
                 train_data: ImageDataset | None = None, test_data: ImageDataset | None = None,
                 use_cache: bool = True, fit_fn: FitFn | None = None,
                 test_metrics: TestMetrics | None = None,
-                epoch_end: EpochEnd | None = None, resumable: bool = True) -> tuple[nn.Module, dict, Path, bool]:
+                epoch_end: EpochEnd | None = None, resumable: bool = True,
+                compile: bool = False) -> tuple[nn.Module, dict, Path, bool]:
     """Train (or fetch from the cache) the model config describes, on train_data (default: config.dataset
     from data_dir).
 
@@ -97,7 +98,8 @@ def train_model(config: TrainConfig, device: torch.device, data_dir: str | Path 
     loop (fit_fn) and test metrics. The cache key covers the config and the data's fingerprints. A
     cached file that cannot be read is trained again. With resumable (the default), training writes
     its state after every epoch next to the cache entry and a killed run resumes from it when the
-    same call is made again; one process at a time trains a given entry.
+    same call is made again; one process at a time trains a given entry. ``compile`` (torch.compile)
+    changes the speed, not the recipe, so it is not part of the cache key.
     """
     config.validate()
     if fit_fn is None and architecture(config.model).kind != "classifier":
@@ -127,7 +129,8 @@ def train_model(config: TrainConfig, device: torch.device, data_dir: str | Path 
     with exclusive_lock(lock, busy) if main else contextlib.nullcontext():
         start = time.perf_counter()
         if fit_fn is None:
-            history = fit(model, train_data, config, device, batch_loss, progress, epoch_end, state=state)
+            history = fit(model, train_data, config, device, batch_loss, progress, epoch_end, state=state,
+                          compile=compile)
         else:
             history = fit_fn(model, train_data, config, device, progress, **({"state": state} if state else {}))
         wall = state.seconds if state is not None else time.perf_counter() - start

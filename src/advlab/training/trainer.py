@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from advlab.data import ImageDataset
 from advlab.errors import AdvlabError, check_range
+from advlab.runtime import autocast, check_precision, compile_model, place_images
 from advlab.training import distributed
 from advlab.training.resume import TrainingState, replay_schedule, stateful_parts
 
@@ -50,6 +51,7 @@ class TrainConfig:
     train_subset: int | None = None
     model_extra: dict = field(default_factory=dict)
     recipe: dict = field(default_factory=lambda: {"method": "standard"})
+    precision: str = "fp32"  # "bf16": autocast forward passes (changes the weights, so it is part of the key)
 
     def validate(self) -> TrainConfig:
         if self.optimizer not in OPTIMIZERS:
@@ -67,6 +69,7 @@ class TrainConfig:
             raise AdvlabError(f"seed must be an integer in 0..2**63-1, got {self.seed}")
         if self.train_subset is not None and self.train_subset < 1:
             raise AdvlabError(f"train subset must be positive, got {self.train_subset}")
+        check_precision(self.precision)
         return self
 
     def steps(self, train_images: int) -> int:
@@ -77,7 +80,12 @@ class TrainConfig:
         return self.epochs * math.ceil(images / self.batch_size)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The config as recorded and hashed; fp32, the default, is left out, so configs written before
+        the precision option existed keep their hashes (and their cached models)."""
+        record = asdict(self)
+        if record["precision"] == "fp32":
+            del record["precision"]
+        return record
 
 
 # Recipes that reach the documented accuracies (docs/training.md); flags override any field.
@@ -145,9 +153,17 @@ def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, steps: 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
 
 
+def check_finite(total_loss: torch.Tensor, epoch: int) -> None:
+    """A NaN or infinite loss makes every later step meaningless: stop with what to change."""
+    value = total_loss.item()
+    if not math.isfinite(value):
+        raise AdvlabError(f"training diverged (loss {value}) at epoch {epoch}; lower the learning rate")
+
+
 def fit(model: nn.Module, data: ImageDataset, config: TrainConfig, device: torch.device,
         batch_loss: BatchLoss = cross_entropy_loss, progress: bool = True,
-        epoch_end: EpochEnd | None = None, state: TrainingState | None = None) -> list[dict]:
+        epoch_end: EpochEnd | None = None, state: TrainingState | None = None, compile: bool = False
+        ) -> list[dict]:
     """Train model in place on data; return per-epoch {epoch, loss, accuracy, lr} (lr: its last step's).
 
     Seeds fix the data order and the augmentation, so two runs of the same config on the same
@@ -157,6 +173,10 @@ def fit(model: nn.Module, data: ImageDataset, config: TrainConfig, device: torch
     With a TrainingState, the run's whole state is written there after every epoch and a state
     found there at the start is resumed (the same weights as a run never interrupted); the
     state's ``seconds`` then holds the training time of all the run's attempts.
+
+    On a GPU the uint8 images are copied to the device once when they fit (else pinned), the
+    forward passes run in config.precision, ``compile`` runs the model through torch.compile, and
+    the loop never waits for the device inside an epoch except to refresh the progress bar.
     """
     config.validate()
     dist_ctx = distributed.context()
@@ -165,15 +185,20 @@ def fit(model: nn.Module, data: ImageDataset, config: TrainConfig, device: torch
         data = data.subset(torch.randperm(len(data), generator=generator)[: config.train_subset])
     # channels-last runs convolutions about 25% faster on CPUs; the numbers are the same
     model.to(device).to(memory_format=torch.channels_last).train()
-    trained = model
+    trained = compile_model(model) if compile else model
     if dist_ctx.enabled:
         device_ids = [device.index] if device.type == "cuda" else None
-        trained = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+        trained = nn.parallel.DistributedDataParallel(trained, device_ids=device_ids)
+    images = place_images(data.images, device)
+    labels = data.labels.to(images.device)
     optimizer = make_optimizer(model, config)
     steps_per_epoch = math.ceil(len(data) / config.batch_size)
     schedule = make_schedule(optimizer, config, config.epochs * steps_per_epoch)
     show = progress and dist_ctx.is_main
     takes_index = getattr(batch_loss, "takes_index", False)
+    # the bar is refreshed, and divergence checked, every `refresh` steps: reading a number off the
+    # GPU waits for all queued work, and doing it every step would idle the device between steps
+    refresh = 1 if device.type == "cpu" else 50
     history: list[dict] = []
     parts = stateful_parts(loss=batch_loss, epoch_end=epoch_end)
     first_epoch, stopped, seconds_before, began = 1, False, 0.0, time.perf_counter()
@@ -190,30 +215,35 @@ def fit(model: nn.Module, data: ImageDataset, config: TrainConfig, device: torch
         if stopped:
             break
         model.train()
-        total_loss = correct = seen = 0.0
+        total_loss = torch.zeros((), device=device, dtype=torch.float64)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        seen = 0
         order = torch.randperm(len(data), generator=generator)
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{config.epochs}", disable=not show, leave=False,
                    unit="batch")
         for step in bar:
             batch = order[step * config.batch_size:(step + 1) * config.batch_size][dist_ctx.rank::dist_ctx.world_size]
-            x = data.images[batch].to(device, non_blocking=True).float().div_(255)
-            y = data.labels[batch].to(device, non_blocking=True)
+            rows = batch.to(images.device)
+            x = images[rows].to(device, non_blocking=True).float().div_(255)
+            y = labels[rows].to(device, non_blocking=True)
             if config.augment:
                 x = random_crop_flip(x, generator)
             x = x.contiguous(memory_format=torch.channels_last)
-            loss, logits = batch_loss(trained, x, y, index=batch) if takes_index else batch_loss(trained, x, y)
+            with autocast(device, config.precision):
+                loss, logits = batch_loss(trained, x, y, index=batch) if takes_index else batch_loss(trained, x, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             lr = optimizer.param_groups[0]["lr"]  # read before the scheduler steps: past its end, onecycle goes below 0
             optimizer.step()
             schedule.step()
-            if not math.isfinite(loss.item()):
-                raise AdvlabError(f"training diverged (loss {loss.item()}) at epoch {epoch}; lower the learning rate")
-            total_loss += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
+            total_loss += loss.detach().double() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
-            bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.4f}")
-        total_loss, correct, seen = distributed.all_reduce_sum([total_loss, correct, seen], device)
+            if (step + 1) % refresh == 0 or step + 1 == steps_per_epoch:
+                check_finite(total_loss, epoch)
+                if show:
+                    bar.set_postfix(loss=f"{total_loss.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}")
+        total_loss, correct, seen = distributed.all_reduce_sum([total_loss.item(), float(correct.item()), seen], device)
         history.append({"epoch": epoch, "loss": total_loss / seen, "accuracy": correct / seen, "lr": lr})
         stop = epoch_end is not None and epoch_end(model, epoch, history[-1])
         if show:  # with whatever the epoch_end hook added to the record (e.g. an overfitting check)
