@@ -243,10 +243,13 @@ def nonnegative_int(text: str) -> int:
 
 
 def seed_int(text: str) -> int:
-    """An argparse type: a seed, 0 <= seed < 2**63 (what torch.manual_seed accepts)."""
-    value = nonnegative_int(text)
-    if value >= 2**63:
-        raise argparse.ArgumentTypeError(f"expected a seed below 2**63, got {text!r}")
+    """An argparse type: a seed, an integer in 0..2**63-1 (what torch.manual_seed accepts)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"expected a seed in 0..2**63-1, got {value}")
     return value
 
 
