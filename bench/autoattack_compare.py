@@ -4,7 +4,7 @@ advlab's APGD-CE against torchattacks' APGD at equal iterations, on the same mod
 Run in the bench-only environment that has autoattack and torchattacks installed, advlab from the
 source tree (docs/evaluation.md says how the environment was made):
 
-    OMP_NUM_THREADS=1 PYTHONPATH=src /work/.venv-peers/bin/python bench/autoattack_compare.py \
+    OMP_NUM_THREADS=1 PYTHONPATH=src .venv-peers/bin/python bench/autoattack_compare.py \
         --model CHECKPOINT --eps 0.3 --n 200 --out bench/results/autoattack_compare.json
 
 Every contender attacks the same nn.Module through one counting wrapper: a forward pass over an input

@@ -1,6 +1,6 @@
 """Query efficiency of advlab's Square Attack and HopSkipJump against IBM ART's, side by side.
 
-    PYTHONPATH=src OMP_NUM_THREADS=1 /work/.venv-peers/bin/python bench/blackbox_peers.py \
+    PYTHONPATH=src OMP_NUM_THREADS=1 .venv-peers/bin/python bench/blackbox_peers.py \
         --checkpoint CHECKPOINT --name standard --n 30 --square-queries 1000 --hsj-queries 1000 \
         --out bench/results/blackbox_peers/standard.json
 
@@ -160,7 +160,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--name", required=True, help="label of the model in the output")
-    p.add_argument("--data-dir", default=os.environ.get("ADVLAB_DATA", "/work/shared/data"))
+    shared_data = Path(__file__).resolve().parents[2] / "shared" / "data"
+    p.add_argument("--data-dir", default=os.environ.get("ADVLAB_DATA", str(shared_data)))
     p.add_argument("--n", type=int, default=30, help="first N test images the model classifies correctly")
     p.add_argument("--offset", type=int, default=0, help="skip the first OFFSET test images")
     p.add_argument("--eps", type=float, default=0.3)

@@ -35,7 +35,7 @@ printf '%s\n' standard augment distill pgd fast | xargs -P "$jobs" -I{} \
     --restarts "$restarts" --json "$out/{}.json" --out "$out/evaluate-{}"
 venv=${PEERS_VENV:-.venv-peers}
 if [ ! -x "$venv/bin/python" ]; then
-  /work/shared/tools/peers-venv.sh "$venv"
+  bash ../shared/tools/peers-venv.sh "$venv"
 fi
 "$venv/bin/python" -c "import safetensors, PIL" 2>/dev/null || "$venv/bin/pip" install -q safetensors pillow
 status=0  # a peer figure more than one point below advlab's fails the run, after the table is written

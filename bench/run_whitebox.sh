@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${PEERS_VENV:-.venv-peers}
 if [ ! -x "$venv/bin/python" ]; then
-  /work/shared/tools/peers-venv.sh "$venv"
+  bash ../shared/tools/peers-venv.sh "$venv"
 fi
 "$venv/bin/python" -c "import safetensors, PIL" 2>/dev/null || "$venv/bin/pip" install -q safetensors pillow
 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONPATH=src exec "$venv/bin/python" bench/whitebox.py "$@"

@@ -95,7 +95,8 @@ def _cifar():
     config = default_config("cifar10")
     if not cached_checkpoint_path(config).exists():
         return []
-    model, _, _, _ = train_model(config, torch.device("cpu"), data_dir="/work/shared/data", progress=False)
+    shared_data = Path(__file__).resolve().parents[2] / "shared" / "data"
+    model, _, _, _ = train_model(config, torch.device("cpu"), data_dir=shared_data, progress=False)
     return [("cifar_cnn", model, (3, 32, 32))]
 
 
