@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advlab.attacks.base import NORMS, Attack, AttackResult
+from advlab.attacks.base import NORMS, Attack
 from advlab.attacks.common import batch_view, check_eps, check_positive_int, enforce_bound, project, random_start
 from advlab.errors import AdvlabError, check_range
 
@@ -98,21 +98,6 @@ def is_randomized(model: nn.Module, x: torch.Tensor, draws: int = 2) -> bool:
     return differs
 
 
-def attach_extra(result: AttackResult, extra: dict) -> None:
-    """Per-sample figures of the attacked rows, spread over the whole batch: samples the base class
-    skipped (already misclassified, or already in the target class) broke at step 0 at no cost."""
-    n = len(result.labels)
-    finished = result.clean_pred == result.target if result.target is not None else result.clean_pred != result.labels
-    todo = (~finished).nonzero().squeeze(1).cpu()
-    for key, values in extra.items():
-        if len(values) == n:
-            result.extra[key] = values
-            continue
-        full = torch.zeros(n, dtype=values.dtype)
-        full[todo] = values
-        result.extra[key] = full
-
-
 class APGD(Attack):
     """APGD (Algorithm 1) on the cross-entropy ("ce") or the DLR loss ("dlr"), Linf or L2.
 
@@ -143,13 +128,7 @@ class APGD(Attack):
         self.random_start = bool(random_start)
         self.seed = seed
         self.checkpoints = step_checkpoints(self.steps)
-        self._extra: dict = {}
 
-    def __call__(self, model, x, y, target=None, start=None, clean_logits=None) -> AttackResult:
-        result = super().__call__(model, x, y, target, start, clean_logits)
-        attach_extra(result, self._extra)
-        self._extra = {}
-        return result
 
     # --- the pieces of one run ---
     def _gradient(self, model, x, y, target, cost):

@@ -130,6 +130,22 @@ def attack_mode(model: nn.Module):
         model.train(was_training)
 
 
+def spread_extra(result: AttackResult, extra: dict) -> None:
+    """Per-sample figures an attack recorded for the rows it attacked (``self._extra`` in perturb, e.g.
+    the step each sample broke at), spread over the whole batch: samples the base class skipped
+    (already misclassified, or already in the target class) broke at step 0 at no cost."""
+    n = len(result.labels)
+    finished = result.clean_pred == result.target if result.target is not None else result.clean_pred != result.labels
+    todo = (~finished).nonzero().squeeze(1).cpu()
+    for key, values in extra.items():
+        if len(values) == n:
+            result.extra[key] = values
+            continue
+        full = torch.zeros(n, dtype=values.dtype)
+        full[todo] = values
+        result.extra[key] = full
+
+
 def warn_if_softmax(logits: torch.Tensor) -> None:
     """Attacks need logits; rows that are all non-negative and sum to one betray a softmax output."""
     sums = logits.sum(1)
@@ -188,8 +204,10 @@ class Attack:
             with torch.no_grad(), full_precision(x.device):
                 adv_pred = model(adv).argmax(1)
         success = adv_pred == target if target is not None else adv_pred != y
-        return AttackResult(adv, success, perturbation_norms(adv, x), cost, clean_logits.argmax(1), adv_pred,
-                            y, target)
+        result = AttackResult(adv, success, perturbation_norms(adv, x), cost, clean_logits.argmax(1), adv_pred,
+                              y, target)
+        spread_extra(result, self.__dict__.pop("_extra", None) or {})
+        return result
 
     #: Samples already misclassified (untargeted) or already in the target class are returned
     #: unchanged and never attacked: their work would be wasted and their norm is 0.

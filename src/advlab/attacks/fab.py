@@ -28,8 +28,7 @@ from __future__ import annotations
 
 import torch
 
-from advlab.attacks.apgd import attach_extra
-from advlab.attacks.base import NORMS, Attack, AttackResult
+from advlab.attacks.base import NORMS, Attack
 from advlab.attacks.common import batch_view, check_eps, check_positive_int, enforce_bound
 from advlab.errors import AdvlabError, check_range
 
@@ -100,15 +99,8 @@ class FAB(Attack):
         self.alpha_max = check_range(alpha_max, "alpha_max", 0.0, 1.0)
         self.search_steps = int(search_steps)
         self.seed = seed
-        self._extra: dict = {}
         if self.targets is not None:
             self.name = "fab-t"
-
-    def __call__(self, model, x, y, target=None, start=None, clean_logits=None) -> AttackResult:
-        result = super().__call__(model, x, y, target, start, clean_logits)
-        attach_extra(result, self._extra)
-        self._extra = {}
-        return result
 
     # --- one linearization ---
     def _boundary(self, model, x, y, aim, cost):
