@@ -1,4 +1,4 @@
-"""Detectors on planted clusters (algorithms.md 1.7, 2, 3), representations, and `advlab detect`."""
+"""Detectors on planted clusters (closed-form planted clusters), representations, and `advlab detect`."""
 
 from __future__ import annotations
 

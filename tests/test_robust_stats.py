@@ -1,5 +1,5 @@
 """Robust mean and covariance, the fourth-moment operator and QUE, against closed forms and the
-oracles of algorithms.md sections 1.2, 1.3 and 5."""
+planted-outlier oracles with known answers."""
 
 from __future__ import annotations
 

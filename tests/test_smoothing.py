@@ -68,7 +68,7 @@ def test_clopper_pearson_matches_scipy_exact_interval(k, n):
 
 def test_linear_classifier_radius_never_exceeds_truth_and_approaches_it():
     sigma, margin = 0.25, 0.5
-    # algorithms.md states this oracle at D = 3072; the smoothed answer depends on D only through the margin
+    # the oracle is usually stated at D = 3072; the smoothed answer depends on D only through the margin
     # (w.delta ~ N(0, sigma^2) for unit w), so a 256-pixel image gives the same distribution at 12x less noise
     model, x = linear_case(margin, shape=(1, 16, 16))
     radii = []
@@ -78,7 +78,7 @@ def test_linear_classifier_radius_never_exceeds_truth_and_approaches_it():
         assert pred == 1
         radii.append(radius)
     assert radii[0] < radii[1] < radii[2] <= margin
-    # algorithms.md: n = 1e5, alpha = 1e-3, sigma 0.25, margin 0.5 -> R in about [0.489, 0.496] (4 standard
+    # closed form: n = 1e5, alpha = 1e-3, sigma 0.25, margin 0.5 -> R in about [0.489, 0.496] (4 standard
     # deviations of the count: [0.482, 0.5]); never above the margin
     assert 0.482 <= radii[2] <= margin
     # the expected gap shrinks with n: p_A = Phi(2) and the bound at the expected count
@@ -93,7 +93,7 @@ def test_linear_classifier_far_from_boundary_hits_the_ceiling_and_other_side():
     model, x = linear_case(1.0, shape=(1, 8, 8), seed=1)  # the answer depends on D only through the margin
     pred, radius = Smooth(model, 2, sigma).certify(x, 100, 100_000, 0.001, 10_000, torch.Generator().manual_seed(1))
     assert pred == 1
-    # p_A = Phi(4): about 3 of 1e5 samples fall across, giving R about 0.905-0.913 (algorithms.md); 10 or
+    # p_A = Phi(4): about 3 of 1e5 samples fall across, giving R about 0.905-0.913 (closed form); 10 or
     # more (R < 0.876) happen with probability 0.002. The ceiling (no failures) is 0.953 < 1.0.
     assert 0.876 <= radius <= radius_ceiling(sigma, 100_000, 0.001) < 1.0
     model, x = linear_case(-0.3, seed=2)

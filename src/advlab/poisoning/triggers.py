@@ -27,7 +27,7 @@ LOCATIONS = ("bottom-right", "bottom-left", "top-right", "top-left", "center")
 PATTERNS = ("checkerboard", "white", "black", "random")
 TRIGGERS = ("patch", "blend", "noise", "periodic", "pixel")
 
-# SPECTRE's reference pixels: (column x, row y) and an RGB colour in 0..255 (algorithms.md 1.5).
+# SPECTRE's reference pixels: (column x, row y) and an RGB colour in 0..255 (Hayase et al. 2021, sec. 5).
 SPECTRE_PIXELS = (((11, 16), (101, 0, 25)), ((5, 27), (101, 123, 121)), ((30, 7), (0, 36, 54)))
 
 

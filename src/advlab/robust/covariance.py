@@ -5,8 +5,8 @@ Gaussian. Along the top eigenvector of the centred fourth-moment operator T (a k
 never formed: products with it cost O(n k^2) and scipy's Lanczos solver ``eigsh`` needs only
 those), Gaussian inliers give an eigenvalue near 2; a larger one means some points inflate the
 covariance in a direction, and the points with the heaviest tail along it are removed. This is
-the robust covariance SPECTRE (Hayase et al. 2021) whitens with; algorithms.md section 1.2 lists
-each step, and the comments below name them (a)-(f).
+the robust covariance SPECTRE (Hayase et al. 2021) whitens with (Diakonikolas et al. 2017's filter);
+the comments below name its steps (a)-(f).
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ def covariance_filter_round(s: np.ndarray, eps: float, tau: float = 0.1, c: floa
 
 def robust_covariance(s, eps: float, tau: float = 0.1, c: float = 10.0, max_removed: int | None = None,
                       max_rounds: int = 1000) -> RobustCovariance:
-    """Run the covariance filter to completion (algorithms.md section 1.2).
+    """Run the covariance filter to completion (Diakonikolas et al. 2017).
 
     s: (n, k) points, already centred by the caller (SPECTRE centres at the mean of all points);
     eps: the corruption fraction m/n; max_removed: the removal budget (default round(2 eps n)).

@@ -67,7 +67,7 @@ def tail_threshold(projections: np.ndarray, factor: float = 3.0, t_min: float = 
 
 def robust_mean(x, eps: float, max_removed: int | None = None, max_rounds: int = 100,
                 tail_factor: float = 3.0) -> RobustMean:
-    """Filtered mean of the rows of x under an eps fraction of corruption (algorithms.md section 5).
+    """Filtered mean of the rows of x under an eps fraction of corruption (iterative filtering, DKK17).
 
     Each round: mu, Sigma of the kept rows; (lambda, v) the top eigenpair of Sigma. Stop when
     lambda <= 1 + gamma (:func:`spectral_threshold`). Otherwise a_i = |v . (x_i - mu)|; remove

@@ -19,7 +19,7 @@ def que_weights(sigma_tilde: np.ndarray, alpha: float = DEFAULT_ALPHA) -> np.nda
     """M = exp(alpha (Sigma~ - I) / (||Sigma~||_2 - 1)) / trace, by eigendecomposition.
 
     When nothing stands out (||Sigma~||_2 - 1 near or below 0, e.g. nothing was removed) the
-    exponent is undefined and M falls back to I/k (algorithms.md section 1.6).
+    exponent is undefined and M falls back to I/k (Dong, Hopkins & Li 2019).
     """
     sigma_tilde = (sigma_tilde + sigma_tilde.T) / 2
     k = sigma_tilde.shape[0]
