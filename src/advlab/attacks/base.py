@@ -134,6 +134,8 @@ def spread_extra(result: AttackResult, extra: dict) -> None:
     """Per-sample figures an attack recorded for the rows it attacked (``self._extra`` in perturb, e.g.
     the step each sample broke at), spread over the whole batch: samples the base class skipped
     (already misclassified, or already in the target class) broke at step 0 at no cost."""
+    if not extra:
+        return
     n = len(result.labels)
     finished = result.clean_pred == result.target if result.target is not None else result.clean_pred != result.labels
     todo = (~finished).nonzero().squeeze(1).cpu()
