@@ -21,6 +21,7 @@ from advlab.cli.common import (
     add_speed_args,
     check_model_fits,
     data_line,
+    data_options,
     open_fraction,
     positive_float,
     positive_int,
@@ -125,7 +126,7 @@ def _run(args: argparse.Namespace, rank: int, world: int, local_rank: int) -> in
     sigma = check_range(sigma, "--sigma", 0.0, 10.0, lo_open=True)
     alpha = check_range(args.alpha, "--alpha", 0.0, 0.5, lo_open=True)
     dataset = args.dataset or meta.get("dataset", "mnist")
-    full = load_dataset(dataset, "test", args.data_dir, args.image_size, args.channels)
+    full = load_dataset(dataset, "test", args.data_dir, **data_options(args))
     check_model_fits(meta, full, args.checkpoint)
     data, ids = certification_images(full, args.n_images, args.skip)
     if args.batch_size is None:

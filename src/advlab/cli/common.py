@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from advlab.data import ImageDataset, load_dataset
+from advlab.data import ImageDataset, check_classes_fit, load_dataset
 from advlab.data.folder import MAX_IMAGE_SIZE
 from advlab.errors import AdvlabError
 from advlab.models import architecture, load_checkpoint, validate_metadata
@@ -24,10 +24,20 @@ def add_data_args(parser: argparse.ArgumentParser, dataset: str | None = "mnist"
                         "<class>/ image subfolders, or with train/ and test/ inside) (default: %(default)s)")
     parser.add_argument("--data-dir", default=None, help="where data sets live (default: $ADVLAB_DATA, else the "
                         "per-user cache); MNIST falls back to the copy inside the package")
-    parser.add_argument("--image-size", type=image_size, default=32, help="side images of a folder data set are "
-                        "resized to, 1 to 1024 (default: %(default)s)")
-    parser.add_argument("--channels", type=int, choices=(1, 3), default=3,
-                        help="colour channels of a folder data set (default: %(default)s)")
+    parser.add_argument("--image-size", type=image_size, default=None, help="side of a folder data set's images, 1 "
+                        "to 1024: each image's shorter side is resized (bicubic) to size / 0.875 and the centre "
+                        "size x size kept, as timm's eval transform does (default: the images' own side, when they "
+                        "all share one)")
+    parser.add_argument("--channels", type=int, choices=(1, 3), default=None,
+                        help="colour channels of a folder data set (default: 1 when every image is grayscale, else 3)")
+    parser.add_argument("--class-map", default=None, help="folder data sets: a file mapping each class folder to the "
+                        "model's output index (JSON {\"folder\": index}, a JSON list of names, or lines "
+                        "'folder index'); default: folders in alphabetical order are classes 0..K-1")
+    parser.add_argument("--lazy", action=argparse.BooleanOptionalAction, default=None,
+                        help="folder data sets: read images from disk batch by batch (default: when the decoded "
+                        "folder would take over 256 MiB)")
+    parser.add_argument("--workers", type=nonnegative_int, default=None,
+                        help="processes decoding a lazily read folder (default: the CPUs, at most 8; 0: none)")
 
 
 def add_device_arg(parser: argparse.ArgumentParser) -> None:
@@ -260,9 +270,15 @@ def port_number(text: str) -> int:
     return value
 
 
+def data_options(args: argparse.Namespace) -> dict:
+    """The folder options of add_data_args as load_dataset's keyword arguments."""
+    return {"image_size": getattr(args, "image_size", None), "channels": getattr(args, "channels", None),
+            "class_map": getattr(args, "class_map", None), "lazy": getattr(args, "lazy", None),
+            "workers": getattr(args, "workers", None)}
+
+
 def dataset_split(args: argparse.Namespace, split: str, n: int | None = None) -> ImageDataset:
-    return load_dataset(args.dataset, split, getattr(args, "data_dir", None), getattr(args, "image_size", 32),
-                        getattr(args, "channels", 3)).head(n)
+    return load_dataset(args.dataset, split, getattr(args, "data_dir", None), **data_options(args)).head(n)
 
 
 def data_line(*splits: ImageDataset) -> str:
@@ -291,8 +307,8 @@ def check_model_fits(meta: dict, data: ImageDataset, source: str) -> None:
     if info.input_shape != data.shape:
         raise AdvlabError(f"{source} takes images of shape {info.input_shape} ({info.dataset or '?'}) but {data.name} "
                           f"images are {data.shape}; pass the matching --dataset")
-    if info.kind == "classifier" and info.num_classes != data.num_classes:
-        raise AdvlabError(f"{source} predicts {info.num_classes} classes but {data.name} has {data.num_classes}")
+    if info.kind == "classifier":
+        check_classes_fit(data, info.num_classes, source)
 
 
 def device_from(args: argparse.Namespace) -> torch.device:

@@ -11,7 +11,15 @@ import torch
 
 from advlab.data.cifar10 import load_cifar10
 from advlab.data.dataset import ImageDataset
-from advlab.data.folder import read_image_folder
+from advlab.data.folder import (
+    check_image_size,
+    class_folders,
+    listing,
+    load_class_map,
+    native_shape,
+    read_image_folder,
+)
+from advlab.data.lazy import LazyImageFolder
 from advlab.data.mnist import load_mnist
 from advlab.data.paths import data_root
 from advlab.errors import AdvlabError
@@ -27,31 +35,86 @@ CANONICAL_FINGERPRINTS = {
 SPLITS = ("train", "test")
 
 
-def load_folder(root: Path, split: str, image_size: int = 32, channels: int = 3) -> ImageDataset:
+# a folder whose decoded images would take more than this is read lazily (advlab.data.lazy) unless
+# the caller says otherwise; below it, decoding once into memory (and a disk cache) is faster
+IN_MEMORY_BYTES = 256 << 20
+
+
+def load_folder(root: Path, split: str, image_size: int | None = None, channels: int | None = None,
+                class_map: dict[str, int] | None = None, lazy: bool | None = None,
+                workers: int | None = None) -> ImageDataset | LazyImageFolder:
     """A user's image folder: root/{train,test}/<class>/ if present, else root/<class>/ split
-    80/20 by a fixed permutation (the same every time)."""
-    if (root / "train").is_dir() and (root / "test").is_dir():
-        return read_image_folder(root / split, image_size, channels, name=f"{root.name}-{split}")
-    data = read_image_folder(root, image_size, channels, name=root.name)
-    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))
+    80/20 by a fixed permutation (the same every time).
+
+    image_size and channels default to the images' own (one side shared by all; 1 channel when all
+    are grayscale). lazy: True streams from disk (LazyImageFolder), False decodes into memory, None
+    chooses by the decoded size (IN_MEMORY_BYTES)."""
+    root = Path(root)
+    split_dirs = (root / "train").is_dir() and (root / "test").is_dir()
+    base = root / split if split_dirs else root
+    if image_size is not None:
+        check_image_size(image_size)
+    if channels not in (None, 1, 3):
+        raise AdvlabError(f"channels must be 1 or 3, got {channels}")
+    folders, labels, class_names = class_folders(base, class_map)
+    files = listing(base, folders, labels)
+    size, channels = native_shape([p for p, _ in files], image_size, channels)
+    if lazy is None:
+        lazy = len(files) * channels * size * size > IN_MEMORY_BYTES
+    name = f"{root.name}-{split}" if split_dirs else root.name
+    if not lazy:
+        data = read_image_folder(base, size, channels, name=name, class_map=class_map,
+                                 classes=None if class_map else class_names)
+    else:
+        order = torch.randperm(len(files), generator=torch.Generator().manual_seed(0)).tolist()
+        meta = {"dataset": f"folder:{root}", "source": str(base), **({"class_map": class_map} if class_map else {})}
+        data = LazyImageFolder([str(files[i][0]) for i in order], torch.tensor([files[i][1] for i in order]),
+                               class_names, size, channels, name, meta, root=base, workers=workers)
+    if split_dirs:
+        return data
     cut = int(round(0.8 * len(data)))
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))
     part = data.subset(order[:cut] if split == "train" else order[cut:], name=f"{root.name}-{split}")
     part.meta["split"] = split
     return part
 
 
 def load_dataset(name: str, split: str = "test", data_dir: str | Path | None = None,
-                 image_size: int = 32, channels: int = 3) -> ImageDataset:
-    """Load a data set split by name; data_dir overrides ADVLAB_DATA and the cache folder."""
+                 image_size: int | None = None, channels: int | None = None,
+                 class_map: dict[str, int] | str | Path | None = None, lazy: bool | None = None,
+                 workers: int | None = None) -> ImageDataset | LazyImageFolder:
+    """Load a data set split by name; data_dir overrides ADVLAB_DATA and the cache folder. The
+    other options concern folder:PATH data sets (class_map: a dict or a file, see load_class_map)."""
     if split not in SPLITS:
         raise AdvlabError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    if not name.startswith("folder:") and class_map is not None:
+        raise AdvlabError(f"--class-map applies to folder:PATH data sets, not {name}")
     if name == "mnist":  # the embedded copy stands in only when no folder was named on the command line
         return load_mnist(split, data_root(data_dir), required=bool(data_dir))
     if name == "cifar10":
         return load_cifar10(split, data_root(data_dir))
     if name.startswith("folder:"):
-        return load_folder(Path(name[len("folder:"):]).expanduser(), split, image_size, channels)
+        if class_map is not None and not isinstance(class_map, dict):
+            class_map = load_class_map(class_map)
+        return load_folder(Path(name[len("folder:"):]).expanduser(), split, image_size, channels, class_map, lazy,
+                           workers)
     raise AdvlabError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+
+
+def check_classes_fit(data, num_classes: int, source: str) -> None:
+    """Refuse data whose labels a model with num_classes outputs cannot have: with a class map, the
+    folder mapped beyond the model's outputs is named; without one, the counts must match."""
+    class_map = data.meta.get("class_map")
+    if class_map:
+        beyond = sorted((name for name, index in class_map.items() if index >= num_classes), key=class_map.get)
+        if beyond:
+            raise AdvlabError(f"folder class(es) {', '.join(beyond[:5])} map to indices the model lacks ({source} "
+                              f"predicts {num_classes} classes, 0..{num_classes - 1}); fix --class-map")
+        return
+    if num_classes != data.num_classes:
+        hint = "; map the folders to the model's classes with --class-map" if data.meta.get("dataset", "").startswith(
+            "folder:") else ""
+        raise AdvlabError(f"{source} predicts {num_classes} classes but {data.name} has {data.num_classes}{hint}")
 
 
 def dataset_info(name: str) -> tuple[int, int, int, int]:
@@ -63,5 +126,6 @@ def dataset_info(name: str) -> tuple[int, int, int, int]:
     raise AdvlabError(f"no fixed shape is known for dataset {name!r}")
 
 
-__all__ = ["ImageDataset", "load_dataset", "load_mnist", "load_cifar10", "read_image_folder", "data_root",
+__all__ = ["check_classes_fit", "ImageDataset", "LazyImageFolder", "load_class_map", "IN_MEMORY_BYTES",
+           "load_dataset", "load_mnist", "load_cifar10", "read_image_folder", "data_root",
            "dataset_info", "DATASETS", "CANONICAL_FINGERPRINTS"]

@@ -26,6 +26,8 @@ class ImageDataset:
     meta: dict = field(default_factory=dict)
     # a loader that knows the fingerprint (cached beside the decoded arrays) sets it; else computed once
     known_fingerprint: str | None = field(default=None, repr=False, compare=False)
+    # the file each image was decoded from (image folders), so findings can name files
+    files: list[str] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
@@ -70,8 +72,11 @@ class ImageDataset:
         return self.images[index].float().div_(255), self.labels[index]
 
     def subset(self, indices: torch.Tensor | slice | list[int], name: str | None = None) -> ImageDataset:
+        files = None
+        if self.files is not None:
+            files = [self.files[i] for i in torch.arange(len(self))[indices].tolist()]
         return ImageDataset(self.images[indices], self.labels[indices], self.classes,
-                            name or self.name, dict(self.meta))
+                            name or self.name, dict(self.meta), files=files)
 
     def head(self, n: int | None) -> ImageDataset:
         """The first n images (all when n is None); test sets keep their canonical order."""
