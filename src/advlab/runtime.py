@@ -224,7 +224,10 @@ def compile_model(model: torch.nn.Module, backend: str = "inductor") -> torch.nn
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+    """CUDA's OutOfMemoryError, and the CPU allocator's failure ("can't allocate memory")."""
+    text = str(exc).lower()
+    return (isinstance(exc, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
+            or isinstance(exc, MemoryError))
 
 
 def largest_batch(work: Callable[[int], object], start: int, smallest: int = 1) -> tuple[int, object]:
@@ -234,12 +237,76 @@ def largest_batch(work: Callable[[int], object], start: int, smallest: int = 1) 
     while True:
         try:
             return size, work(size)
-        except (RuntimeError, torch.OutOfMemoryError) as exc:
+        except (RuntimeError, torch.OutOfMemoryError, MemoryError) as exc:
             if not is_out_of_memory(exc) or size <= smallest:
                 raise
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             size = max(size // 2, smallest)
+
+
+def run_in_batches(work: Callable[[slice], object], n: int, batch_size: int,
+                   on_shrink: Callable[[int, int], None] | None = None) -> tuple[list, int]:
+    """work(rows) over rows 0..n in batches of batch_size; a batch that runs out of memory is retried
+    at half the size (and the rest of the run keeps the smaller size), down to 1. Returns (the
+    results in order, the batch size the run ended with); on_shrink(old, new) is told each halving."""
+    results, start, size = [], 0, max(1, int(batch_size))
+    while start < n:
+        try:
+            results.append(work(slice(start, min(start + size, n))))
+        except (RuntimeError, torch.OutOfMemoryError, MemoryError) as exc:
+            if not is_out_of_memory(exc) or size <= 1:
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if on_shrink is not None:
+                on_shrink(size, size // 2)
+            size //= 2
+            continue
+        start += size
+    return results, size
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes the device can still give: free GPU memory, or the host's MemAvailable (Linux; else the
+    free physical pages)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - exotic platforms
+        return 4 << 30
+
+
+@torch.no_grad()
+def activation_bytes(model: torch.nn.Module, image_shape: tuple[int, ...], device: torch.device) -> int:
+    """Bytes of every leaf module's output for one image: what a backward pass keeps alive, measured
+    with forward hooks on a batch of two."""
+    total = [0]
+
+    def hook(_module, _inputs, output):
+        for t in output if isinstance(output, (tuple, list)) else (output,):
+            if isinstance(t, torch.Tensor):
+                total[0] += t.numel() * t.element_size()
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    was_training = model.training
+    model.eval()
+    try:
+        model(torch.zeros((2, *image_shape), device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return max(total[0] // 2, 4 * int(np.prod(image_shape)))
 
 
 def place_images(images: torch.Tensor, device: torch.device, budget: float = 0.25) -> torch.Tensor:
@@ -258,9 +325,13 @@ def gradient_batch_size(model: torch.nn.Module, image_shape: tuple[int, ...], de
                         cpu_default: int, ceiling: int = 8192, share: float = 0.5) -> int:
     """Images per attack batch: on a GPU, the largest power of two (at most ceiling) whose forward and
     input-gradient backward pass fits in `share` of the free memory, found by trying it and halving on
-    out-of-memory; on a CPU, cpu_default (large batches gain nothing there)."""
+    out-of-memory; on a CPU, cpu_default (large batches gain nothing there) unless the activations of
+    a forward and backward pass (3x a forward's outputs) would not fit in `share` of the available
+    memory: then the largest power of two that does (a 224-pixel ViT on a laptop)."""
     if device.type != "cuda":
-        return cpu_default
+        per_image = 3 * activation_bytes(model, image_shape, device)
+        fits = int(share * available_memory(device) // per_image)
+        return max(1, min(cpu_default, 1 << max(fits.bit_length() - 1, 0)))
     free, _ = torch.cuda.mem_get_info(device)
     per_image = 4 * int(np.prod(image_shape))
     start = 1 << max(int(min(ceiling, share * free / (per_image * 64))).bit_length() - 1, 0)

@@ -42,7 +42,7 @@ from advlab.errors import AdvlabError
 from advlab.evaluation.robust import MinimalNormEvaluation, robust_accuracy
 from advlab.report.attack_figures import fooling_grid_figure, robust_curve_figure, triptych_figure
 from advlab.report.run import RunDir
-from advlab.runtime import atomic_write, autocast, gradient_batch_size
+from advlab.runtime import atomic_write, autocast, gradient_batch_size, run_in_batches
 
 DEMO_ORDER = 20
 
@@ -123,21 +123,27 @@ def _attack_from_args(args) -> object:
 
 
 def attack_dataset(attack, model, x, y, target, batch_size, device, progress=True):
-    """Attack (x, y) in batches; returns per-sample tensors and the summed cost."""
+    """Attack (x, y) in batches; returns per-sample tensors and the summed cost. A batch that runs out
+    of memory is retried at half the size (runtime.run_in_batches), and the run says so."""
     keys = ("success", "clean_pred", "adv_pred")
-    out: dict[str, list] = {k: [] for k in (*keys, "l0", "l2", "linf", "adv")}
     cost = Cost()
-    for start in tqdm(range(0, len(x), batch_size), desc=attack.name, disable=not progress, leave=False):
-        s = slice(start, start + batch_size)
+    bar = tqdm(total=len(x), desc=attack.name, disable=not progress, leave=False, unit="image")
+
+    def one(s: slice) -> dict:
         result = attack(model, x[s].to(device), y[s].to(device), None if target is None else target[s].to(device))
-        for k in keys:
-            out[k].append(getattr(result, k).cpu())
-        for k in ("l0", "l2", "linf"):
-            out[k].append(result.norms[k].cpu())
-        out["adv"].append(result.adv.cpu())
+        part = {k: getattr(result, k).cpu() for k in keys}
+        part.update({k: result.norms[k].cpu() for k in ("l0", "l2", "linf")}, adv=result.adv.cpu())
         cost.forward += result.cost.forward
         cost.backward += result.cost.backward
-    return {k: torch.cat(v) for k, v in out.items()}, cost
+        bar.update(len(part["adv"]))
+        return part
+
+    def shrink(old: int, new: int) -> None:
+        tqdm.write(f"out of memory at batch size {old}; continuing at {new}")
+
+    parts, _ = run_in_batches(one, len(x), batch_size, shrink)
+    bar.close()
+    return {k: torch.cat([p[k] for p in parts]) for k in (*keys, "l0", "l2", "linf", "adv")}, cost
 
 
 def _summary(res, y, target, cost, norm) -> dict:
@@ -176,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
     model = speed_up(model.eval(), args)
     if args.batch_size is None:
         args.batch_size = gradient_batch_size(model, data.shape, device, cpu_default=250)
+        print(f"batch size {args.batch_size} (chosen to fit {device.type} memory; --batch-size sets it)")
     x, y = data.tensors(len(data))
     target = None
     if args.targeted:

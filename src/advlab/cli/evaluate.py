@@ -192,6 +192,7 @@ def run(args: argparse.Namespace) -> int:
         loaded.append((spec, speed_up(model, args), meta))
     if args.batch_size is None:
         args.batch_size = min(gradient_batch_size(model, data.shape, device, cpu_default=500) for _, model, _ in loaded)
+        print(f"batch size {args.batch_size} (chosen to fit {device.type} memory; --batch-size sets it)")
     config = {"models": args.models, "dataset": args.dataset, "n": len(data), "eps": args.eps, "suite": args.suite,
               "norm": args.norm, "seed": args.seed, "precision": args.precision}
     if args.suite == "classic":
