@@ -15,7 +15,7 @@ from advlab.errors import AdvlabError
 from advlab.models import architecture, load_checkpoint, validate_metadata
 from advlab.report.run import check_run_destination
 from advlab.runtime import PRECISIONS, check_writable_file, check_writable_folder, compile_model, resolve_device
-from advlab.training import TrainConfig, default_config, train_model
+from advlab.training import TrainConfig, choose_recipe, default_config, train_model
 from advlab.training.trainer import SCHEDULES
 
 
@@ -121,7 +121,10 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
                         help="learning-rate schedule (default onecycle: peak at 25%%, Adam's beta1 cycled; cyclic: "
                         "Wong et al.'s triangle, peak at 40%%)")
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                        help="random crop and flip (default: on for color data sets)")
+                        help="random crops, and flips unless --no-flip (default: on for color data sets)")
+    parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                        help="horizontal flips in the augmentation (default: on for cifar10; off for folders, whose "
+                        "recipe is chosen from the data: flips mirror digits and text)")
     parser.add_argument("--seed", type=seed_int, default=0)
     parser.add_argument("--train-subset", type=positive_int, help="train on this many random training images")
     parser.add_argument("--checkpoint", default=None, help="also copy the checkpoint here (.safetensors; must not "
@@ -145,10 +148,15 @@ def training_config(args: argparse.Namespace, defaults: dict | None = None, **fi
     if args.width is not None:
         fields.setdefault("model_extra", {})["width"] = args.width
     given = {"model": args.model, "epochs": args.epochs, "batch_size": args.batch_size, "optimizer": args.optimizer,
-             "lr": args.lr, "weight_decay": args.weight_decay, "schedule": args.schedule, "augment": args.augment}
+             "lr": args.lr, "weight_decay": args.weight_decay, "schedule": args.schedule, "augment": args.augment,
+             "flip": getattr(args, "flip", None)}
     chosen = {k: (v if v is not None else (defaults or {}).get(k)) for k, v in given.items()}
-    return default_config(args.dataset, seed=args.seed, train_subset=args.train_subset,
-                          precision=getattr(args, "precision", None), **chosen, **fields)
+    data = dataset_split(args, "train") if args.dataset.startswith("folder:") else None
+    config = default_config(args.dataset, data=data, seed=args.seed, train_subset=args.train_subset,
+                            precision=getattr(args, "precision", None), **chosen, **fields)
+    if config.data_recipe:
+        print(f"recipe: {config.data_recipe} ({choose_recipe(data.shape, len(data)).reason}); flags override it")
+    return config
 
 
 def _number(text: str, what: str) -> float:
@@ -293,11 +301,12 @@ def resolve_model(spec: str, args: argparse.Namespace, device: torch.device) -> 
     if spec.endswith(".safetensors") or Path(spec).exists():
         return load_checkpoint(spec, device)
     architecture(spec)  # unknown names fail here with the list of choices
-    config = default_config(args.dataset, model=spec)
+    train_data = dataset_split(args, "train")
+    config = default_config(args.dataset, data=train_data, model=spec)
     # the data as this command reads it (a folder's --image-size and --channels included), so the model
     # is trained on, and cached for, exactly that data
     model, meta, _, _ = train_model(config, device, args.data_dir, progress=getattr(args, "progress", True),
-                                    train_data=dataset_split(args, "train"), test_data=dataset_split(args, "test"))
+                                    train_data=train_data, test_data=dataset_split(args, "test"))
     return model, meta
 
 

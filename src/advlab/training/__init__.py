@@ -4,13 +4,16 @@ from advlab.training.cache import cached_checkpoint_path, config_hash, train_mod
 from advlab.training.trainer import (
     DEFAULTS,
     BatchLoss,
+    DataRecipe,
     EpochEnd,
     TrainConfig,
+    choose_recipe,
     cross_entropy_loss,
     default_config,
     fit,
     random_crop_flip,
 )
 
-__all__ = ["DEFAULTS", "BatchLoss", "EpochEnd", "TrainConfig", "cached_checkpoint_path", "config_hash",
+__all__ = ["DEFAULTS", "DataRecipe", "choose_recipe",
+           "BatchLoss", "EpochEnd", "TrainConfig", "cached_checkpoint_path", "config_hash",
            "cross_entropy_loss", "default_config", "fit", "random_crop_flip", "train_model"]

@@ -52,6 +52,10 @@ class TrainConfig:
     model_extra: dict = field(default_factory=dict)
     recipe: dict = field(default_factory=lambda: {"method": "standard"})
     precision: str = "fp32"  # "bf16": autocast forward passes (changes the weights, so it is part of the key)
+    # augment's horizontal flips: None = as augment says (crop and flip, the CIFAR-10 recipe); False =
+    # crops only (digits and text must not be mirrored); True = flip. Left out of the hash when None.
+    flip: bool | None = None
+    data_recipe: str | None = None  # the recipe chosen from a folder's data (choose_recipe), when one was
 
     def validate(self) -> TrainConfig:
         if self.optimizer not in OPTIMIZERS:
@@ -85,6 +89,9 @@ class TrainConfig:
         record = asdict(self)
         if record["precision"] == "fp32":
             del record["precision"]
+        for name in ("flip", "data_recipe"):  # absent from configs made before they existed: same hashes
+            if record[name] is None:
+                del record[name]
         return record
 
 
@@ -97,10 +104,55 @@ DEFAULTS = {
 }
 
 
-def default_config(dataset: str, **overrides) -> TrainConfig:
-    """The data set's default recipe (a user folder gets CIFAR-10's), with overrides applied."""
-    base = DEFAULTS["mnist" if dataset == "mnist" else "cifar10"]
-    fields = {**base, "dataset": dataset, **{k: v for k, v in overrides.items() if v is not None}}
+@dataclass(frozen=True)
+class DataRecipe:
+    """A default recipe chosen from what a folder's data is: its name, its fields, and why."""
+
+    name: str
+    fields: dict
+    reason: str
+
+
+LARGE_SIDE = 64  # above this, images are "large": photographs rather than thumbnails, digits or icons
+
+
+def choose_recipe(shape: tuple[int, int, int], images: int) -> DataRecipe:
+    """The default recipe for a folder of `images` images of `shape` (C, H, W).
+
+    - grayscale, at most 64 pixels (digits, characters, icons): MNIST's (mnist_cnn, Adam, no
+      augmentation), with more epochs on fewer images (3 on 60,000; at most 30);
+    - colour, at most 64 pixels: CIFAR-10's (cifar_cnn, SGD, 30 epochs) with random crops only;
+    - larger images, any channels: cifar_cnn (its global pooling takes any size), SGD, batch 64,
+      15 epochs, crops padded by an eighth of the side.
+    Flips are never part of a chosen recipe (they mirror digits and text); --flip asks for them.
+    """
+    channels, side = shape[0], shape[-1]
+    if side <= LARGE_SIDE and channels == 1:
+        epochs = int(min(30, max(3, math.ceil(180_000 / max(images, 1)))))
+        return DataRecipe("grayscale-small", {**DEFAULTS["mnist"], "epochs": epochs},
+                          f"{channels} channel, {side} px, {images} images: MNIST's recipe, {epochs} epochs, "
+                          "no augmentation")
+    if side <= LARGE_SIDE:
+        return DataRecipe("colour-small", {**DEFAULTS["cifar10"], "flip": False},
+                          f"{channels} channels, {side} px, {images} images: CIFAR-10's recipe with random crops "
+                          "and no flips")
+    return DataRecipe("large", {**DEFAULTS["cifar10"], "batch_size": 64, "epochs": 15, "flip": False},
+                      f"{channels} channel(s), {side} px, {images} images: cifar_cnn (global pooling) for 15 epochs "
+                      "with random crops and no flips; training from scratch at this size is slow on a CPU: "
+                      "bring a trained model where you can")
+
+
+def default_config(dataset: str, data=None, **overrides) -> TrainConfig:
+    """The data set's default recipe, with overrides applied. A folder data set's recipe is chosen
+    from its data when given (choose_recipe: channels, size, number of images); without the data,
+    CIFAR-10's without flips."""
+    fields = dict(DEFAULTS["mnist" if dataset == "mnist" else "cifar10"])
+    if dataset.startswith("folder:"):
+        fields["flip"] = False
+        if data is not None:
+            recipe = choose_recipe(tuple(data.shape), len(data))
+            fields = {**recipe.fields, "flip": False, "data_recipe": recipe.name}
+    fields = {**fields, "dataset": dataset, **{k: v for k, v in overrides.items() if v is not None}}
     return TrainConfig(**fields).validate()
 
 
@@ -109,16 +161,18 @@ def cross_entropy_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tu
     return F.cross_entropy(logits, y), logits
 
 
-def random_crop_flip(x: torch.Tensor, generator: torch.Generator | None = None, pad: int = 4) -> torch.Tensor:
-    """The standard CIFAR augmentation, batched: random crop after zero padding, horizontal flip."""
+def random_crop_flip(x: torch.Tensor, generator: torch.Generator | None = None, pad: int = 4,
+                     flip: bool = True) -> torch.Tensor:
+    """The standard CIFAR augmentation, batched: random crop after zero padding, horizontal flip
+    (unless flip is False; the same random draws either way)."""
     n, c, h, w = x.shape
     padded = F.pad(x, (pad, pad, pad, pad))
     oy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
     ox = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
     rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
     cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
-    flip = torch.rand(n, generator=generator).to(x.device) < 0.5
-    cols = torch.where(flip[:, None, None, None], cols.flip(-1), cols)
+    flips = (torch.rand(n, generator=generator).to(x.device) < 0.5) & flip
+    cols = torch.where(flips[:, None, None, None], cols.flip(-1), cols)
     batch = torch.arange(n, device=x.device)[:, None, None, None]
     chan = torch.arange(c, device=x.device)[None, :, None, None]
     return padded[batch, chan, rows, cols]
@@ -226,8 +280,8 @@ def fit(model: nn.Module, data: ImageDataset, config: TrainConfig, device: torch
             rows = batch.to(images.device)
             x = images[rows].to(device, non_blocking=True).float().div_(255)
             y = labels[rows].to(device, non_blocking=True)
-            if config.augment:
-                x = random_crop_flip(x, generator)
+            if config.augment:  # pad 4 up to 32 pixels (CIFAR-10's), an eighth of the side beyond
+                x = random_crop_flip(x, generator, max(4, x.shape[-1] // 8), flip=config.flip is not False)
             x = x.contiguous(memory_format=torch.channels_last)
             with autocast(device, config.precision):
                 loss, logits = batch_loss(trained, x, y, index=batch) if takes_index else batch_loss(trained, x, y)
