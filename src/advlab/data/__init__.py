@@ -40,38 +40,44 @@ SPLITS = ("train", "test")
 IN_MEMORY_BYTES = 256 << 20
 
 
-def load_folder(root: Path, split: str, image_size: int | None = None, channels: int | None = None,
-                class_map: dict[str, int] | None = None, lazy: bool | None = None,
-                workers: int | None = None) -> ImageDataset | LazyImageFolder:
-    """A user's image folder: root/{train,test}/<class>/ if present, else root/<class>/ split
-    80/20 by a fixed permutation (the same every time).
+def load_image_folder(root: str | Path, image_size: int | None = None, channels: int | None = None,
+                      class_map: dict[str, int] | None = None, lazy: bool | None = None, workers: int | None = None,
+                      name: str | None = None, classes: list[str] | None = None) -> ImageDataset | LazyImageFolder:
+    """Every image of root/<class>/ as one data set (no split), in a fixed shuffled order.
 
     image_size and channels default to the images' own (one side shared by all; 1 channel when all
     are grayscale). lazy: True streams from disk (LazyImageFolder), False decodes into memory, None
-    chooses by the decoded size (IN_MEMORY_BYTES)."""
+    chooses by the decoded size (IN_MEMORY_BYTES). classes: the class folders in label order (all
+    must exist), as an alternative to a class_map."""
     root = Path(root)
-    split_dirs = (root / "train").is_dir() and (root / "test").is_dir()
-    base = root / split if split_dirs else root
     if image_size is not None:
         check_image_size(image_size)
     if channels not in (None, 1, 3):
         raise AdvlabError(f"channels must be 1 or 3, got {channels}")
-    folders, labels, class_names = class_folders(base, class_map)
-    files = listing(base, folders, labels)
+    folders, labels, class_names = class_folders(root, class_map, classes)
+    files = listing(root, folders, labels)
     size, channels = native_shape([p for p, _ in files], image_size, channels)
     if lazy is None:
         lazy = len(files) * channels * size * size > IN_MEMORY_BYTES
-    name = f"{root.name}-{split}" if split_dirs else root.name
     if not lazy:
-        data = read_image_folder(base, size, channels, name=name, class_map=class_map,
+        return read_image_folder(root, size, channels, name=name or root.name, class_map=class_map,
                                  classes=None if class_map else class_names)
-    else:
-        order = torch.randperm(len(files), generator=torch.Generator().manual_seed(0)).tolist()
-        meta = {"dataset": f"folder:{root}", "source": str(base), **({"class_map": class_map} if class_map else {})}
-        data = LazyImageFolder([str(files[i][0]) for i in order], torch.tensor([files[i][1] for i in order]),
-                               class_names, size, channels, name, meta, root=base, workers=workers)
-    if split_dirs:
-        return data
+    order = torch.randperm(len(files), generator=torch.Generator().manual_seed(0)).tolist()
+    meta = {"dataset": f"folder:{root}", "source": str(root), **({"class_map": class_map} if class_map else {})}
+    return LazyImageFolder([str(files[i][0]) for i in order], torch.tensor([files[i][1] for i in order]),
+                           class_names, size, channels, name or root.name, meta, root=root, workers=workers)
+
+
+def load_folder(root: Path, split: str, image_size: int | None = None, channels: int | None = None,
+                class_map: dict[str, int] | None = None, lazy: bool | None = None,
+                workers: int | None = None) -> ImageDataset | LazyImageFolder:
+    """A user's image folder: root/{train,test}/<class>/ if present, else root/<class>/ split
+    80/20 by a fixed permutation (the same every time). Options as load_image_folder's."""
+    root = Path(root)
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        return load_image_folder(root / split, image_size, channels, class_map, lazy, workers,
+                                 name=f"{root.name}-{split}")
+    data = load_image_folder(root, image_size, channels, class_map, lazy, workers)
     cut = int(round(0.8 * len(data)))
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))
     part = data.subset(order[:cut] if split == "train" else order[cut:], name=f"{root.name}-{split}")
@@ -126,6 +132,7 @@ def dataset_info(name: str) -> tuple[int, int, int, int]:
     raise AdvlabError(f"no fixed shape is known for dataset {name!r}")
 
 
-__all__ = ["check_classes_fit", "ImageDataset", "LazyImageFolder", "load_class_map", "IN_MEMORY_BYTES",
+__all__ = ["check_classes_fit", "load_image_folder", "ImageDataset", "LazyImageFolder", "load_class_map",
+           "IN_MEMORY_BYTES",
            "load_dataset", "load_mnist", "load_cifar10", "read_image_folder", "data_root",
            "dataset_info", "DATASETS", "CANONICAL_FINGERPRINTS"]
