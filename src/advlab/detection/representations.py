@@ -52,7 +52,7 @@ def describe_layer(model: nn.Module, layer: str | None) -> str:
 @torch.no_grad()
 def extract_features(model: nn.Module, images: ImageDataset | torch.Tensor, layer: str | None = PENULTIMATE,
                      batch_size: int = 500, device: torch.device | str = "cpu", progress: bool = False) -> np.ndarray:
-    """(N, D) float64 representations of images (an ImageDataset or a float [0, 1] NCHW tensor) at
+    """(N, D) float64 representations of images (a data set, in memory or lazy, or a float [0, 1] NCHW tensor) at
     `layer`, the model in eval mode (no augmentation, frozen batch-norm statistics)."""
     _, module, on_input = resolve_layer(model, layer)
     captured: list[torch.Tensor] = []
@@ -61,7 +61,7 @@ def extract_features(model: nn.Module, images: ImageDataset | torch.Tensor, laye
         value = inputs[0] if on_input else output
         captured.append(value.detach().flatten(1).to("cpu", torch.float64))
 
-    if isinstance(images, ImageDataset):
+    if not isinstance(images, torch.Tensor):  # an ImageDataset, or a folder read lazily: its own batches
         batches = (x for x, _ in images.batches(batch_size, device=device))
         total = (len(images) + batch_size - 1) // batch_size
     else:

@@ -17,7 +17,7 @@ PAIRS = ((0, 1), (2, 3), (4, 5))
 
 
 def projection_figure(before: np.ndarray, after: np.ndarray | None, poisoned: np.ndarray, path: Path,
-                      title: str = "") -> Path:
+                      title: str = "", names: tuple[str, str] = ("clean", "poisoned")) -> Path:
     """Scatter pairs of the first 6 columns of `before` (PCA scores) and of `after` (the same points
     whitened), clean in blue and poisoned in red; fewer columns give fewer panels."""
     poisoned = np.asarray(poisoned, dtype=bool)
@@ -29,9 +29,9 @@ def projection_figure(before: np.ndarray, after: np.ndarray | None, poisoned: np
         for c, (i, j) in enumerate(pairs):
             ax = axes[r, c]
             ax.scatter(points[~poisoned, i], points[~poisoned, j], s=3, alpha=0.35, c="tab:blue",
-                       label=f"clean ({int((~poisoned).sum())})", rasterized=True)
+                       label=f"{names[0]} ({int((~poisoned).sum())})", rasterized=True)
             ax.scatter(points[poisoned, i], points[poisoned, j], s=5, alpha=0.7, c="tab:red",
-                       label=f"poisoned ({int(poisoned.sum())})", rasterized=True)
+                       label=f"{names[1]} ({int(poisoned.sum())})", rasterized=True)
             ax.set_xlabel(f"component {i + 1}")
             ax.set_ylabel(f"component {j + 1}")
             if c == 0:

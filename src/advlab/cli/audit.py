@@ -1,0 +1,164 @@
+"""advlab audit: is my training folder poisoned, and which files? (advlab.detection.audit)"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+from advlab.cli.common import (
+    add_device_arg,
+    add_out_arg,
+    add_progress_arg,
+    check_model_fits,
+    data_line,
+    device_from,
+    nonnegative_int,
+    open_fraction,
+    positive_int,
+    seed_int,
+)
+from advlab.data import load_class_map, load_image_folder
+from advlab.detection import DETECTORS
+from advlab.detection.audit import audit_folder
+from advlab.detection.representations import PENULTIMATE
+from advlab.errors import AdvlabError
+from advlab.models import architecture, load_checkpoint
+from advlab.report.backdoor_figures import projection_figure
+from advlab.report.run import RunDir
+from advlab.training import default_config
+
+MAX_FIGURES = 12  # classes drawn: those with suspicious files first
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("audit", help="find the poisoned files of a training folder (SPECTRE, spectral, clustering)",
+                       description="Audit a training folder of <class>/ image subfolders (or a folder with train/ "
+                       "and test/ inside): representations of every image at a named layer of the model trained on "
+                       "it (--model, or advlab trains one with the folder's recipe), a detector per class, and the "
+                       "list of suspicious files with their scores (suspicious.csv in the run folder), the top-6 PCA "
+                       "projection of each class, and optionally a model retrained without them.")
+    p.add_argument("folder", help="the training folder: FOLDER/<class>/*.png|jpg, or FOLDER/train and FOLDER/test")
+    p.add_argument("--model", default=None, help="the model trained on the folder: an advlab checkpoint, or an "
+                   "architecture name advlab trains on it (default: the recipe chosen from the data)")
+    p.add_argument("--test", default=None, help="a folder of clean test images of the same classes (default: "
+                   "FOLDER/test when there is one); needed to train or retrain")
+    p.add_argument("--method", choices=sorted(DETECTORS), default="spectre", help="detector (default: %(default)s)")
+    p.add_argument("--layer", default=PENULTIMATE, help="the layer whose outputs are the representations "
+                   "(default: the input of the last linear layer)")
+    p.add_argument("--poison-fraction", type=open_fraction, default=None, help="upper bound on each class's poison "
+                   "share; 1.5x as many files are removed (default: estimated per class: files whose score lies over "
+                   "10 robust standard deviations above the class's median; clustering: its own minority-cluster "
+                   "test)")
+    p.add_argument("--retrain", action="store_true", help="retrain the same recipe without the suspicious files "
+                   "and report clean accuracy (and attack success, with --triggered-test) before and after")
+    p.add_argument("--triggered-test", default=None, help="a folder of images carrying the trigger, in subfolders "
+                   "named by their true class: attack success before and after")
+    p.add_argument("--target", default=None, help="the backdoor's target class for --triggered-test (default: the "
+                   "class with the most suspicious files)")
+    p.add_argument("--image-size", type=positive_int, default=None, help="side images are resized and centre-cropped "
+                   "to (default: the images' own)")
+    p.add_argument("--channels", type=int, choices=(1, 3), default=None)
+    p.add_argument("--class-map", default=None, help="folder name -> the model's output index (JSON or lines)")
+    p.add_argument("--lazy", action=argparse.BooleanOptionalAction, default=None,
+                   help="read the folder batch by batch from disk (default: when it would take over 256 MiB)")
+    p.add_argument("--workers", type=nonnegative_int, default=None, help="decoding processes for lazy reading")
+    p.add_argument("--epochs", type=positive_int, default=None,
+                   help="epochs when advlab trains (default: the recipe's)")
+    p.add_argument("--seed", type=seed_int, default=0)
+    add_device_arg(p)
+    add_out_arg(p)
+    add_progress_arg(p)
+    p.set_defaults(func=run)
+
+
+def _folder(path: str, what: str) -> Path:
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise AdvlabError(f"{what} {folder} {'is a file, not a folder' if folder.exists() else 'does not exist'}")
+    return folder
+
+
+def run(args: argparse.Namespace) -> int:
+    root = _folder(args.folder, "the training folder")
+    split = (root / "train").is_dir() and (root / "test").is_dir()
+    train_root = root / "train" if split else root
+    test_root = _folder(args.test, "--test") if args.test else (root / "test" if split else None)
+    triggered_root = _folder(args.triggered_test, "--triggered-test") if args.triggered_test else None
+    class_map = load_class_map(args.class_map) if args.class_map else None
+    options = {"image_size": args.image_size, "channels": args.channels, "lazy": args.lazy, "workers": args.workers}
+    data = load_image_folder(train_root, class_map=class_map, name=f"{root.name}-audited", **options)
+    options.update(image_size=data.shape[-1], channels=data.shape[0])  # the test images as the training ones
+    present = lambda folder: sorted(p.name for p in folder.iterdir() if p.is_dir())  # noqa: E731
+    test = None
+    if test_root is not None:
+        labelled = {"class_map": class_map} if class_map else {"classes": data.classes}
+        test = load_image_folder(test_root, name=f"{root.name}-test", **labelled, **options)
+    triggered = None
+    if triggered_root is not None:
+        unknown = [name for name in present(triggered_root) if name not in data.classes]
+        if unknown:
+            raise AdvlabError(f"--triggered-test folder(s) {', '.join(unknown[:5])} are not classes of the training "
+                              "folder; name the subfolders by their true class")
+        triggered = load_image_folder(triggered_root, class_map={n: data.classes.index(n)
+                                                                 for n in present(triggered_root)},
+                                      name="triggered", **options)
+    if args.target is not None:
+        data.class_index(args.target)  # an unknown class fails here, before any work
+    device = device_from(args)
+    model, config = None, None
+    if args.model is not None and (args.model.endswith(".safetensors") or Path(args.model).exists()):
+        module, meta = load_checkpoint(args.model, device)
+        check_model_fits(meta, data, args.model)
+        model = (module, {**meta, "source": args.model})
+        if args.retrain and meta.get("train_config"):
+            config = default_config(f"folder:{train_root}", data=data, **{
+                k: v for k, v in meta["train_config"].items() if k not in ("dataset", "data_recipe")})
+    else:
+        if args.model is not None:
+            architecture(args.model)  # unknown names fail here with the list of choices
+        config = default_config(f"folder:{train_root}", data=data, model=args.model, epochs=args.epochs,
+                                seed=args.seed)
+        print(f"recipe: {config.data_recipe} for {config.model}, {config.epochs} epochs")
+    print(data_line(*(d for d in (data, test, triggered) if d is not None)))
+    run_config = {"folder": str(root), "model": args.model, "method": args.method, "layer": args.layer,
+                  "poison_fraction": args.poison_fraction, "retrain": args.retrain, "test": str(test_root or ""),
+                  "triggered_test": args.triggered_test, "target": args.target, "seed": args.seed,
+                  "data": data.describe()}
+    with RunDir(args.out, "audit", run_config, overwrite=args.overwrite) as run_dir:
+        found = audit_folder(data, test, model, config, args.method, args.layer, args.poison_fraction, args.retrain,
+                             triggered, args.target, device, args.progress)
+        audit = found.audit
+        suspicious = audit.suspicious()
+        with open(run_dir.tmp / "suspicious.csv", "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["file", "class", "score", "rank_in_class"])
+            writer.writerows([s["file"], s["class"], f"{s['score']:.6g}", s["rank_in_class"]] for s in suspicious)
+        run_dir.metrics = found.to_dict()
+        figures = []
+        classes = sorted(audit.projections, key=lambda c: (-int(audit.removed[audit.labels == c].sum()), c))
+        for c in classes[:MAX_FIGURES]:
+            flagged = audit.removed[audit.labels == c]
+            name = f"pca_class_{c}.png"
+            projection_figure(audit.projections[c], None, flagged, run_dir.figure_path(name),
+                              f"class {audit.classes[c]}: top-6 PCA of the {audit.layer_description}",
+                              names=("kept", "suspicious"))
+            figures.append((name, f"class {audit.classes[c]}: {int(flagged.sum())} of {len(flagged)} suspicious"))
+        rows = [[s["file"], s["class"], round(s["score"], 4)] for s in suspicious[:50]]
+        run_dir.add_section("Audit", f"{args.method} on {found.model_source}, {audit.layer_description}: "
+                            f"{len(suspicious)} of {len(audit.files)} files suspicious (all in suspicious.csv).",
+                            table={"columns": ["file", "class", "score"], "rows": rows}, figures=figures)
+        if found.before:
+            table_rows = [["before", *(found.before.get(k, "") for k in ("clean_accuracy", "attack_success"))]]
+            if found.after:
+                table_rows.append(["retrained without them",
+                                   *(found.after.get(k, "") for k in ("clean_accuracy", "attack_success"))])
+            run_dir.add_section("Before and after", f"target class: {found.target}" if found.target else "",
+                                table={"columns": ["model", "clean accuracy", "attack success"], "rows": table_rows})
+        out = run_dir.commit()
+    for s in suspicious[:20]:
+        print(f"  {s['score']:12.4g}  {s['class']:<12} {s['file']}")
+    if len(suspicious) > 20:
+        print(f"  ... {len(suspicious) - 20} more")
+    print(f"suspicious files: {out / 'suspicious.csv'}\nrun folder: {out}")
+    return 0
