@@ -30,6 +30,7 @@ from advlab.detection import DETECTORS, detect, extract_features
 from advlab.detection.representations import PENULTIMATE, describe_layer, resolve_layer
 from advlab.detection.spectre import MAX_K, pca_scores
 from advlab.errors import AdvlabError
+from advlab.models import create_model
 from advlab.models.inference import predict_logits
 from advlab.training import TrainConfig, train_model
 
@@ -204,9 +205,12 @@ def audit_folder(data, test=None, model: tuple[nn.Module, dict] | None = None, c
     if (model is None or retrain) and test is None:
         raise AdvlabError("training or retraining needs clean test images to measure accuracy on: give --test "
                           "FOLDER, or a folder with train/ and test/ inside")
+    if model is None and config is None:
+        raise AdvlabError("audit_folder needs a model or a training config")
+    # the layer is checked before any training: on the model given, or on the architecture to train
+    resolve_layer(model[0] if model is not None else create_model(
+        config.model, config.dataset, data.shape[0], data.shape[-1], data.num_classes, **config.model_extra), layer)
     if model is None:
-        if config is None:
-            raise AdvlabError("audit_folder needs a model or a training config")
         module, meta, path, cached = train_model(config, torch.device(device), train_data=data, test_data=test,
                                                  progress=progress, use_cache=use_cache)
         source = f"{config.model} trained by advlab on the folder ({'cached' if cached else 'trained'}: {path.name})"
