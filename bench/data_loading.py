@@ -76,7 +76,6 @@ def measure_reading(folder: str, lazy: bool, workers: int, batch: int) -> dict:
 def measure_attack(folder: str, n: int, steps: int) -> dict:
     """PGD (steps) on an untrained cifar_cnn at 224 pixels over n images of the folder: images per second.
     The weights do not change the cost of a pass; the first batch is read before the clock starts."""
-    import torch
 
     from advlab.attacks import PGD
     from advlab.data import load_dataset

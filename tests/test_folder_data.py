@@ -151,3 +151,21 @@ def test_a_folder_class_the_model_lacks_is_named(tmp_path, capsys, lenet_mnist):
                  "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "eleven" in err and len(err.splitlines()) == 1
+
+
+def test_eval_streams_a_lazy_folder_mapped_onto_the_models_classes(tmp_path, capsys, lenet_mnist, mnist_test):
+    root = tmp_path / "mine"
+    images, labels = mnist_test.images[:, 0].numpy(), mnist_test.labels.numpy()
+    for digit, folder in ((3, "three"), (7, "seven")):
+        (root / folder).mkdir(parents=True)
+        for i in np.flatnonzero(labels == digit)[:15]:
+            Image.fromarray(images[i]).save(root / folder / f"{i}.png")
+    (tmp_path / "map.txt").write_text("three 3\nseven 7\n")
+    code = main(["eval", str(lenet_mnist[2]), "--dataset", f"folder:{root}", "--class-map", str(tmp_path / "map.txt"),
+                 "--lazy", "--workers", "1", "--out", str(tmp_path / "run")])
+    out = capsys.readouterr().out
+    assert code == 0
+    accuracy = float(out.split("accuracy ")[1].split()[0])
+    assert accuracy >= 0.8  # 6 test images of two digits the model knows (about 93% on MNIST)
+    config = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert config["clean"]["n"] == 6

@@ -116,6 +116,8 @@ def check_classes_fit(data, num_classes: int, source: str) -> None:
         if beyond:
             raise AdvlabError(f"folder class(es) {', '.join(beyond[:5])} map to indices the model lacks ({source} "
                               f"predicts {num_classes} classes, 0..{num_classes - 1}); fix --class-map")
+        # the model's other outputs become classes without images, so predictions index data.classes
+        data.classes = list(data.classes) + [f"class_{i}" for i in range(len(data.classes), num_classes)]
         return
     if num_classes != data.num_classes:
         hint = "; map the folders to the model's classes with --class-map" if data.meta.get("dataset", "").startswith(
