@@ -169,3 +169,23 @@ def test_eval_streams_a_lazy_folder_mapped_onto_the_models_classes(tmp_path, cap
     assert accuracy >= 0.8  # 6 test images of two digits the model knows (about 93% on MNIST)
     config = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert config["clean"]["n"] == 6
+
+
+def test_training_on_a_lazy_folder_streams_and_matches_the_in_memory_run(tmp_path):
+    from advlab.models import create_model
+    from advlab.training import default_config, fit
+
+    root = make_folder(tmp_path / "pics", per_class=5, sizes=((10, 10),))
+    lazy = load_dataset(f"folder:{root}", "train", lazy=True, workers=0)
+    eager = load_dataset(f"folder:{root}", "train", lazy=False)
+    config = default_config(f"folder:{root}", model="linear", epochs=2, batch_size=4, optimizer="adam", lr=1e-2,
+                            augment=False, schedule="constant")
+    weights = []
+    for data in (lazy, eager):
+        torch.manual_seed(0)
+        model = create_model("linear", config.dataset, 3, 10, 3)
+        history = fit(model, data, config, torch.device("cpu"), progress=False)
+        assert len(history) == 2
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert lazy._images is None  # nothing was decoded as a whole
+    assert torch.allclose(weights[0], weights[1])

@@ -243,8 +243,11 @@ def fit(model: nn.Module, data: ImageDataset, config: TrainConfig, device: torch
     if dist_ctx.enabled:
         device_ids = [device.index] if device.type == "cuda" else None
         trained = nn.parallel.DistributedDataParallel(trained, device_ids=device_ids)
-    images = place_images(data.images, device)
-    labels = data.labels.to(images.device)
+    # a folder read lazily (advlab.data.LazyImageFolder) is decoded batch by batch by its workers;
+    # an in-memory data set's uint8 images are placed once (on the GPU when they fit)
+    lazy = not isinstance(data, ImageDataset)
+    images = None if lazy else place_images(data.images, device)
+    labels = None if lazy else data.labels.to(images.device)
     optimizer = make_optimizer(model, config)
     steps_per_epoch = math.ceil(len(data) / config.batch_size)
     schedule = make_schedule(optimizer, config, config.epochs * steps_per_epoch)
@@ -275,11 +278,18 @@ def fit(model: nn.Module, data: ImageDataset, config: TrainConfig, device: torch
         order = torch.randperm(len(data), generator=generator)
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{config.epochs}", disable=not show, leave=False,
                    unit="batch")
+        steps = [order[step * config.batch_size:(step + 1) * config.batch_size][dist_ctx.rank::dist_ctx.world_size]
+                 for step in range(steps_per_epoch)]
+        stream = data.uint8_batches([b.tolist() for b in steps], pin_memory=device.type == "cuda") if lazy else None
         for step in bar:
-            batch = order[step * config.batch_size:(step + 1) * config.batch_size][dist_ctx.rank::dist_ctx.world_size]
-            rows = batch.to(images.device)
-            x = images[rows].to(device, non_blocking=True).float().div_(255)
-            y = labels[rows].to(device, non_blocking=True)
+            batch = steps[step]
+            if lazy:
+                x, y = next(stream)
+                x, y = x.to(device, non_blocking=True).float().div_(255), y.to(device, non_blocking=True)
+            else:
+                rows = batch.to(images.device)
+                x = images[rows].to(device, non_blocking=True).float().div_(255)
+                y = labels[rows].to(device, non_blocking=True)
             if config.augment:  # pad 4 up to 32 pixels (CIFAR-10's), an eighth of the side beyond
                 x = random_crop_flip(x, generator, max(4, x.shape[-1] // 8), flip=config.flip is not False)
             x = x.contiguous(memory_format=torch.channels_last)
