@@ -64,14 +64,16 @@ def main() -> None:
     if dest.exists():
         sys.exit(f"{dest} exists; give a new folder")
     root, triggered, poisons = build(dest)
-    for method in ("spectre", "spectral", "clustering"):
-        out = dest / f"run-{method}"
+    for method, bound in (("spectre", None), ("spectral", None), ("clustering", None), ("spectre", "0.1")):
+        out = dest / f"run-{method}-{bound or 'estimated'}"
         advlab(["audit", str(root), "--method", method, "--epochs", "12", "--retrain", "--triggered-test",
-                str(triggered), "--target", "0", "--no-progress", "--out", str(out)])
+                str(triggered), "--target", "0", "--no-progress", "--out", str(out),
+                *(["--poison-fraction", bound] if bound else [])])
         with open(out / "suspicious.csv") as handle:
             flagged = {row["file"] for row in csv.DictReader(handle)}
         metrics = json.loads((out / "metrics.json").read_text())
-        print(json.dumps({"method": method, "poisons": len(poisons), "poisons_flagged": len(flagged & set(poisons)),
+        print(json.dumps({"method": method, "poison_fraction": bound, "poisons": len(poisons),
+                          "poisons_flagged": len(flagged & set(poisons)),
                           "clean_flagged": len(flagged - set(poisons)), "before": metrics["before"],
                           "after": metrics["after"]}), flush=True)
 
