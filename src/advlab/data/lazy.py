@@ -135,10 +135,10 @@ class LazyImageFolder:
             for rows in index_batches:
                 yield self._images[rows], self.labels[rows]
             return
+        workers = min(workers, len(index_batches))
         loader = torch.utils.data.DataLoader(
             _Decoded(self.files, self.labels.numpy(), self.size, self.channels), batch_sampler=index_batches,
-            num_workers=min(workers, len(index_batches)), collate_fn=_collate, pin_memory=pin_memory,
-            prefetch_factor=2 if workers else None)
+            num_workers=workers, collate_fn=_collate, pin_memory=pin_memory, prefetch_factor=2 if workers else None)
         yield from loader
 
     def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
