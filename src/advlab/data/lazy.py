@@ -52,12 +52,20 @@ class _Decoded(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return torch.from_numpy(decode_image(self.files[i], self.size, self.channels)), int(self.labels[i])
+    def __getitem__(self, i: int) -> tuple[torch.Tensor | None, int, str | None]:
+        # a file that cannot be decoded comes back as its message: raised in a worker, the error would
+        # reach the main process wrapped in the worker's traceback, not as one line
+        try:
+            return torch.from_numpy(decode_image(self.files[i], self.size, self.channels)), int(self.labels[i]), None
+        except AdvlabError as exc:
+            return None, int(self.labels[i]), str(exc)
 
 
-def _collate(items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items], dtype=torch.long)
+def _collate(items: list[tuple[torch.Tensor | None, int, str | None]]) -> tuple:
+    errors = [e for _, _, e in items if e is not None]
+    if errors:
+        return None, None, errors[0]
+    return torch.stack([x for x, _, _ in items]), torch.tensor([y for _, y, _ in items], dtype=torch.long), None
 
 
 class LazyImageFolder:
@@ -139,7 +147,10 @@ class LazyImageFolder:
         loader = torch.utils.data.DataLoader(
             _Decoded(self.files, self.labels.numpy(), self.size, self.channels), batch_sampler=index_batches,
             num_workers=workers, collate_fn=_collate, pin_memory=pin_memory, prefetch_factor=2 if workers else None)
-        yield from loader
+        for x, y, error in loader:
+            if error is not None:
+                raise AdvlabError(error)
+            yield x, y
 
     def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
                 device: torch.device | str = "cpu") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
