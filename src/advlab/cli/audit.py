@@ -13,6 +13,7 @@ from advlab.cli.common import (
     check_model_fits,
     data_line,
     device_from,
+    image_size,
     nonnegative_int,
     open_fraction,
     positive_int,
@@ -56,7 +57,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "named by their true class: attack success before and after")
     p.add_argument("--target", default=None, help="the backdoor's target class for --triggered-test (default: the "
                    "class with the most suspicious files)")
-    p.add_argument("--image-size", type=positive_int, default=None, help="side images are resized and centre-cropped "
+    p.add_argument("--image-size", type=image_size, default=None, help="side images are resized and centre-cropped "
                    "to (default: the images' own)")
     p.add_argument("--channels", type=int, choices=(1, 3), default=None)
     p.add_argument("--class-map", default=None, help="folder name -> the model's output index (JSON or lines)")
