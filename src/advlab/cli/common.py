@@ -315,7 +315,8 @@ def check_model_fits(meta: dict, data: ImageDataset, source: str) -> None:
     info = validate_metadata(meta, source)
     if info.input_shape != data.shape:
         raise AdvlabError(f"{source} takes images of shape {info.input_shape} ({info.dataset or '?'}) but {data.name} "
-                          f"images are {data.shape}; pass the matching --dataset")
+                          f"images are {data.shape}; pass the matching --dataset (a folder: --image-size "
+                          f"{info.input_shape[-1]} --channels {info.input_shape[0]})")
     if info.kind == "classifier":
         check_classes_fit(data, info.num_classes, source)
 
