@@ -130,9 +130,8 @@ class AutoencoderAttack:
     def _bounded(self, autoencoder, x, goal, cost) -> torch.Tensor:
         adv = x.clone()
         if self.random_start:
-            gen = torch.Generator(device="cpu").manual_seed(self.seed)
-            noise = (torch.rand(x.shape, generator=gen) * 2 - 1).to(x.device) * self.eps
-            adv = self.threat.project(x + noise, x)
+            gen = torch.Generator(device="cpu").manual_seed(self.seed)  # the same start on every device
+            adv = self.threat.project(x + self.threat.random_delta(x.cpu(), gen).to(x.device), x)
         best = adv.clone()
         best_loss = torch.full((len(x),), float("inf"), device=x.device)
         view = (-1,) + (1,) * (x.dim() - 1)
@@ -150,7 +149,7 @@ class AutoencoderAttack:
         cost.forward += 1
         better = loss < best_loss
         best[better] = adv[better]
-        return best
+        return self.threat.enforce(best, x)
 
     def _penalized(self, autoencoder, x, goal, cost) -> torch.Tensor:
         adv = x.clone()
@@ -167,7 +166,8 @@ class AutoencoderAttack:
             with torch.no_grad():
                 projected = self.threat.project(x + delta, x) if self.threat else (x + delta).clamp(0, 1)
                 delta.copy_(projected - x)
-        return (x + delta).detach()
+        adv = (x + delta).detach()
+        return self.threat.enforce(adv, x) if self.threat else adv
 
 
 def random_perturbation_like(adv: torch.Tensor, x: torch.Tensor, norm: str = "linf",

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from advlab.attacks.base import Attack, Cost
 from advlab.errors import AdvlabError
+from advlab.runtime import eval_mode
 
 AttackFactory = Callable[[float], Attack]
 
@@ -34,13 +35,10 @@ def _batches(x: torch.Tensor, batch_size: int):
 
 
 def _clean_logits(model: nn.Module, x: torch.Tensor, device, batch_size: int) -> torch.Tensor:
-    was_training = model.training
-    model.eval()
     logits = []
-    with torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         for s in _batches(x, batch_size):
             logits.append(model(x[s].to(device)).cpu())
-    model.train(was_training)
     return torch.cat(logits)
 
 

@@ -40,6 +40,7 @@ from advlab.attacks.common import random_start
 from advlab.attacks.fab import FAB
 from advlab.errors import AdvlabError
 from advlab.evaluation.defense import Diagnostic, check_gradients, check_unbounded
+from advlab.runtime import eval_mode
 
 SUITES = ("classic", "standard", "rand")
 MEMBERS = {
@@ -66,16 +67,12 @@ class SuiteConfig:
 
 def check_classifier(model: nn.Module, x: torch.Tensor, num_classes: int, device) -> None:
     """A classifier maps a batch to (batch, num_classes) finite logits; anything else is refused."""
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             out = model(x[:2].to(device))
     except Exception as exc:  # noqa: BLE001 (a model that cannot run on the data is the user's input)
         raise AdvlabError(f"the model does not run on these images ({type(exc).__name__}: {exc}); "
                           "pass a classifier checkpoint trained on this data set") from None
-    finally:
-        model.train(was_training)
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[1] != num_classes:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise AdvlabError(f"the model is not a classifier of {num_classes} classes (its output has shape {shape}); "
