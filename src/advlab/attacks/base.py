@@ -194,9 +194,9 @@ def attack_mode(model: nn.Module):
     """Eval mode, frozen parameters and channels-last convolutions for the duration of an attack;
     all three restored after.
 
-    Channels-last weights make every convolution's forward and input-gradient pass about 15% cheaper
-    on CPUs (oneDNN's native layout) with the same results up to float rounding; converting a small
-    model's weights costs microseconds, against the many passes of an attack.
+    Channels-last weights make every convolution's forward and input-gradient pass cheaper on CPUs
+    (oneDNN's native layout; docs/benchmarks.md measures it) with the same results up to float
+    rounding; converting a small model's weights is cheap against the many passes of an attack.
     """
     kernels = [p for p in model.parameters() if p.dim() == 4]
     contiguous = [p.is_contiguous() and not p.is_contiguous(memory_format=torch.channels_last) for p in kernels]

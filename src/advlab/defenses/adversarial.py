@@ -7,8 +7,8 @@
 - Fast adversarial training (Wong, Rice & Kolter 2020, Algorithm 3): the same saddle point with a
   single FGSM step of size alpha = 1.25 * eps from a uniform random start.
 - A carried start (Zheng et al. 2020, ATTA): each sample's single step starts where its step of the
-  previous epoch ended, so the attack accumulates over epochs at fast training's cost (CarriedStart);
-  with a step of 0.5 eps it takes mnist_cnn from 84% to about 90% under PGD at eps 0.3 (docs/defenses.md).
+  previous epoch ended, so the attack accumulates over epochs at fast training's cost (CarriedStart;
+  its measured effect on mnist_cnn is in docs/defenses.md).
 - N-FGSM (de Jorge et al. 2022, "Make some noise", Algorithm 1): one FGSM step of size eps from a
   start drawn uniformly from a ball of 2 * eps, and no projection back onto the eps-ball (the
   training perturbation may reach 3 * eps), which the paper shows keeps single-step training clear of
@@ -17,7 +17,7 @@
 - GradAlign (Andriushchenko & Flammarion 2020, sec. 4, eq. 6): FGSM training plus
   lambda * E_eta[1 - cos(grad_x l(x), grad_x l(x + eta))], eta uniform in the eps-ball, a penalty on
   the input gradient turning inside the ball, which is what single-step training's catastrophic
-  overfitting is made of; costs a second-order backward, about 3x FGSM training.
+  overfitting is made of; costs a second-order backward (docs/defenses.md has its measured cost).
 - eps_ramp (any of the above but augment): eps grows linearly from 0 over the first steps of training,
   the warm-up of interval-bound-propagation training (Gowal et al. 2019) that lets the net learn the
   digits before the full ball.
@@ -61,8 +61,8 @@ def linf_pgd_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: f
     iterate after a step is clipped), as in Wong et al.'s code. On MNIST, where most pixels sit at
     exactly 0 or 1, clipping the start puts half of each such pixel's starts on the box edge, and
     after the 1.25 eps step nearly every pixel lands on a corner of the ball: the random start no
-    longer varies the example, which is plain FGSM training and overfits catastrophically (FGSM
-    accuracy 96%, PGD 0% in our runs).
+    longer varies the example, which is plain FGSM training and overfits catastrophically
+    (docs/defenses.md).
 
     init_scale: the random start is uniform in the ball of init_scale * eps (N-FGSM: 2). project =
     False keeps only the [0, 1] box after each step, not the eps-ball (N-FGSM). start: the first
@@ -295,8 +295,8 @@ class OverfittingGuard:
     below the best epoch's, the best epoch's weights are restored and training stops.
 
     Catastrophic overfitting is the sudden collapse of a single-step-trained model's PGD accuracy
-    (to near 0%) while its FGSM accuracy climbs; on MNIST mnist_cnn we saw it in 3 of 4 fast-training
-    runs (docs/defenses.md). An ``epoch_end`` hook for :func:`advlab.training.fit`.
+    (to near 0%) while its FGSM accuracy climbs; docs/defenses.md records how often it struck
+    mnist_cnn's fast-training runs. An ``epoch_end`` hook for :func:`advlab.training.fit`.
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int = 10, drop: float = 0.2) -> None:

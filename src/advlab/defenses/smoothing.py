@@ -99,7 +99,7 @@ class Smooth:
             raise AdvlabError(f"batch_size must be positive, got {batch_size}")
         model = self.base_classifier
         counts = torch.zeros(self.num_classes, dtype=torch.long, device=x.device)
-        # channels-last batches run convolutions 1.5-2x faster on CPUs (same numbers)
+        # channels-last batches run convolutions faster on CPUs (same numbers)
         noise = torch.empty((min(batch_size, num), *x.shape), device=x.device, dtype=x.dtype,
                             memory_format=torch.channels_last)
         with eval_mode(model), torch.inference_mode():
