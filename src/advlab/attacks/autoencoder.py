@@ -21,7 +21,7 @@ import kornia.metrics
 import torch
 from torch import nn
 
-from advlab.attacks.base import Cost, ThreatModel, attack_mode, perturbation_norms
+from advlab.attacks.base import Cost, ThreatModel, attack_mode, check_norm, perturbation_norms
 from advlab.errors import AdvlabError, check_images, check_range
 
 MODES = ("latent", "output")
@@ -177,17 +177,16 @@ def random_perturbation_like(adv: torch.Tensor, x: torch.Tensor, norm: str = "li
     The baseline an attack must beat: random signs scaled to the Linf norm, or a random Gaussian
     direction scaled to the L2 norm.
     """
+    check_norm(norm)
     delta = adv - x
     view = (-1,) + (1,) * (x.dim() - 1)
     if norm == "linf":
         size = delta.flatten(1).abs().amax(1).view(view)
         noise = (torch.randint(0, 2, x.shape, generator=generator).float() * 2 - 1).to(x.device) * size
-    elif norm == "l2":
+    else:
         size = delta.flatten(1).norm(dim=1).view(view)
         direction = torch.randn(x.shape, generator=generator).to(x.device)
         noise = direction / direction.flatten(1).norm(dim=1).clamp_min(1e-12).view(view) * size
-    else:
-        raise AdvlabError(f"unknown norm {norm!r}; choose linf or l2")
     return (x + noise).clamp(0, 1)
 
 
