@@ -17,7 +17,7 @@ LAYERS = {
     "detection": 5, "defenses": 5,
     "evaluation": 6,
     "report": 7,
-    "serve": 8, "lab": 8.5,
+    "serve": 8, "lab": 8.5, "demo": 8.7,
     "cli": 9, "__main__": 10,
 }
 ROOT = Path(advlab.__file__).parent
