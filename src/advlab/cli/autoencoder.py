@@ -26,7 +26,7 @@ from advlab.cli.common import (
 )
 from advlab.errors import AdvlabError
 from advlab.evaluation.autoencoder import MODES, autoencoder_sweep, load_or_train_autoencoder
-from advlab.report.autoencoder import autoencoder_section
+from advlab.report.autoencoder import autoencoder_section, sweep_lines
 from advlab.report.run import RunDir
 from advlab.training import default_config
 
@@ -96,11 +96,6 @@ def run(args: argparse.Namespace) -> int:
                             f"{ae_meta.get('test_mse', float('nan')):.4f})")
         run_dir.metrics["autoencoder"] = sweep.metrics
         out = run_dir.commit()
-    for mode, rows in sweep.metrics["sweep"].items():
-        for r in rows:
-            extra = f", read as target {r['target_class_rate']:.2f}" if "target_class_rate" in r else ""
-            print(f"{mode} eps {r['eps']:g}: MSE to target {r['mse_to_target']:.4f} (noise "
-                  f"{r['noise_mse_to_target']:.4f}), SSIM {r['ssim_to_target']:.3f} (noise "
-                  f"{r['noise_ssim_to_target']:.3f}){extra}")
+    print("\n".join(sweep_lines(sweep.metrics)))
     print(f"report: {out / 'report.html'}")
     return 0

@@ -25,7 +25,7 @@ from advlab.cli.common import (
 )
 from advlab.errors import AdvlabError
 from advlab.evaluation.physical import PHYSICAL_ATTACKS, destruction_table, patch_sweep, pick
-from advlab.report.physical import destruction_section, patch_section
+from advlab.report.physical import destruction_lines, destruction_section, patch_lines, patch_section
 from advlab.report.run import RunDir
 from advlab.training import default_config
 
@@ -106,10 +106,7 @@ def run_physical(args: argparse.Namespace) -> int:
         destruction_section(run_dir, rows, f"{spec} on {args.dataset}", args.steps, args.samples, len(x))
         run_dir.metrics["physical"] = rows
         out = run_dir.commit()
-    for r in rows:
-        print(f"{r['attack']:5s} eps {r['eps']:.4g}: digital success {1 - r['adv_accuracy']:.3f}, destruction rate "
-              f"{r['destruction_rate']:.3f} ({r['destroyed']}/{r['qualifying']}), misclassified after photo "
-              f"{r['survives_photo']:.3f}")
+    print("\n".join(destruction_lines(rows)))
     print(f"report: {out / 'report.html'}")
     return 0
 
@@ -136,8 +133,6 @@ def run_patch(args: argparse.Namespace) -> int:
                       f"{spec} on {args.dataset}", args.steps)
         run_dir.metrics["patch"] = rows
         out = run_dir.commit()
-    for r in rows:
-        print(f"patch {r['size']:.0%} ({r['side']} px): success {r['success_rate']:.3f}, after photo "
-              f"{r['photo_success_rate']:.3f}, random patch {r['random_patch_rate']:.3f}")
+    print("\n".join(patch_lines(rows)))
     print(f"report: {out / 'report.html'}")
     return 0

@@ -37,7 +37,15 @@ from advlab.cli.common import (
 )
 from advlab.errors import AdvlabError
 from advlab.evaluation.physical import class_texture, load_texture, make_renderers, pick
-from advlab.report.physical import ATHALYE_TURTLE, XU_DIGITAL, XU_PHYSICAL, object_section, tshirt_section
+from advlab.report.physical import (
+    ATHALYE_TURTLE,
+    XU_DIGITAL,
+    XU_PHYSICAL,
+    object_lines,
+    object_section,
+    tshirt_lines,
+    tshirt_section,
+)
 from advlab.report.run import RunDir
 from advlab.training import default_config
 
@@ -160,10 +168,7 @@ def run_physical3d(args: argparse.Namespace) -> int:
         run_dir.metrics["physical3d"] = {"rows": result["rows"], "curves": result["curves"], "cost": result["cost"],
                                          "reference": {"athalye_turtle_target_rate": ATHALYE_TURTLE}}
         out = run_dir.commit()
-    for r in result["rows"]:
-        print(f"{r['texture']:12s}: {r['target_rate']:.3f} of {r['views']} held-out views as "
-              f"'{test.classes[target]}', {r['true_rate']:.3f} as '{test.classes[true_class]}'")
-    print(f"(Athalye et al.'s 3D-printed turtle: {ATHALYE_TURTLE:.0%} as the target)")
+    print("\n".join(object_lines(result["rows"], test.classes[target], test.classes[true_class])))
     print(f"report: {out / 'report.html'}")
     return 0
 
@@ -214,11 +219,6 @@ def run_tshirt(args: argparse.Namespace) -> int:
         run_dir.metrics["tshirt"] = {"rows": result["rows"], "curves": result["curves"], "cost": result["cost"],
                                      "reference": {"xu_digital": XU_DIGITAL, "xu_physical": XU_PHYSICAL}}
         out = run_dir.commit()
-    for r in result["rows"]:
-        photo = f", deformed + photo {r['deformed_photo']:.3f}" if "deformed_photo" in r else ""
-        print(f"{r['patch']:18s}: success undeformed {r['undeformed']:.3f}, deformed {r['deformed']:.3f}{photo} "
-              f"(random patch {r['random_deformed']:.3f})")
-    print(f"(Xu et al. 2020, TPS-trained T-shirt vs a person detector: {XU_DIGITAL:.0%} digital, "
-          f"{XU_PHYSICAL:.0%} physical)")
+    print("\n".join(tshirt_lines(result["rows"])))
     print(f"report: {out / 'report.html'}")
     return 0

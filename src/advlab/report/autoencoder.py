@@ -40,3 +40,15 @@ def autoencoder_section(run_dir: RunDir, sweep: AutoencoderSweep, label: str) ->
         figures=[(figure.name, "source, perturbed source, its reconstruction, the target"),
                  (curve.name, "input distortion against similarity of the reconstruction to the target")],
         key="autoencoder")
+
+
+def sweep_lines(metrics: dict) -> list[str]:
+    """The sweep as printed lines: similarity to the target against the noise baseline per budget."""
+    lines = []
+    for mode, rows in metrics["sweep"].items():
+        for r in rows:
+            extra = f", read as target {r['target_class_rate']:.2f}" if "target_class_rate" in r else ""
+            lines.append(f"{mode} eps {r['eps']:g}: MSE to target {r['mse_to_target']:.4f} (noise "
+                         f"{r['noise_mse_to_target']:.4f}), SSIM {r['ssim_to_target']:.3f} (noise "
+                         f"{r['noise_ssim_to_target']:.3f}){extra}")
+    return lines

@@ -163,3 +163,34 @@ def tshirt_section(run_dir: RunDir, model, result: dict, test_x: torch.Tensor, t
         table={"columns": columns, "rows": table},
         figures=[(patch_fig.name, "the patches and folded copies"), (grid.name, "deformed placements"),
                  (curve.name, "success against deformation strength")], key="tshirt")
+
+
+def destruction_lines(rows: list[dict]) -> list[str]:
+    """The destruction table as printed lines."""
+    return [f"{r['attack']:5s} eps {r['eps']:.4g}: digital success {1 - r['adv_accuracy']:.3f}, destruction rate "
+            f"{r['destruction_rate']:.3f} ({r['destroyed']}/{r['qualifying']}), misclassified after photo "
+            f"{r['survives_photo']:.3f}" for r in rows]
+
+
+def patch_lines(rows: list[dict]) -> list[str]:
+    """The patch sweep as printed lines."""
+    return [f"patch {r['size']:.0%} ({r['side']} px): success {r['success_rate']:.3f}, after photo "
+            f"{r['photo_success_rate']:.3f}, random patch {r['random_patch_rate']:.3f}" for r in rows]
+
+
+def object_lines(rows: list[dict], target_name: str, true_name: str) -> list[str]:
+    """compare_textures' rows as printed lines, with Athalye et al.'s figure."""
+    return [f"{r['texture']:12s}: {r['target_rate']:.3f} of {r['views']} held-out views as '{target_name}', "
+            f"{r['true_rate']:.3f} as '{true_name}'" for r in rows] + \
+        [f"(Athalye et al.'s 3D-printed turtle: {ATHALYE_TURTLE:.0%} as the target)"]
+
+
+def tshirt_lines(rows: list[dict]) -> list[str]:
+    """compare_tshirts' rows as printed lines, with Xu et al.'s figures."""
+    lines = []
+    for r in rows:
+        photo = f", deformed + photo {r['deformed_photo']:.3f}" if "deformed_photo" in r else ""
+        lines.append(f"{r['patch']:18s}: success undeformed {r['undeformed']:.3f}, deformed {r['deformed']:.3f}"
+                     f"{photo} (random patch {r['random_deformed']:.3f})")
+    return lines + [f"(Xu et al. 2020, TPS-trained T-shirt vs a person detector: {XU_DIGITAL:.0%} digital, "
+                    f"{XU_PHYSICAL:.0%} physical)"]
