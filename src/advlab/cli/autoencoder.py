@@ -12,9 +12,7 @@ import torch
 
 from advlab.cli.common import (
     add_data_args,
-    add_device_arg,
-    add_out_arg,
-    add_progress_arg,
+    add_run_args,
     check_model_fits,
     dataset_split,
     device_from,
@@ -58,10 +56,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--random-subset", action="store_true", help="draw sources and the target pool by a fixed random "
                    "permutation (--seed) instead of the first images (a CIFAR-10 image folder is sorted by class)")
     add_data_args(p)
-    add_device_arg(p)
-    add_out_arg(p)
-    add_progress_arg(p)
-    p.set_defaults(func=run)
+    add_run_args(p, run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,9 +12,7 @@ import torch
 
 from advlab.cli.common import (
     add_data_args,
-    add_device_arg,
-    add_out_arg,
-    add_progress_arg,
+    add_run_args,
     dataset_split,
     declare_output_folder,
     device_from,
@@ -77,10 +75,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-poisoned", default=None, help="also write the poisoned set as an image folder with a "
                    "separate manifest.json of the poisoned files")
     declare_output_folder(p, "save_poisoned")
-    add_device_arg(p)
-    add_out_arg(p)
-    add_progress_arg(p)
-    p.set_defaults(func=run)
+    add_run_args(p, run)
 
 
 def _names(text: str | None, allowed, what: str) -> tuple[str, ...] | None:

@@ -325,3 +325,12 @@ def number_tuple(count: int):
             raise argparse.ArgumentTypeError(f"expected {count} comma-separated numbers, got {text!r}")
         return values
     return parse
+
+
+def add_run_args(parser: argparse.ArgumentParser, func) -> None:
+    """The options every run-folder command ends with (--device, --out, --overwrite, --no-progress),
+    and the function that runs it."""
+    add_device_arg(parser)
+    add_out_arg(parser)
+    add_progress_arg(parser)
+    parser.set_defaults(func=func)

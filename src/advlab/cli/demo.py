@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from advlab.cli.common import add_device_arg, add_out_arg, add_progress_arg, device_from, positive_int
+from advlab.cli.common import add_run_args, device_from, positive_int
 from advlab.demo import load_mnist, run_demo
 from advlab.report.run import RunDir
 from advlab.training import default_config
@@ -21,10 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=positive_int, default=None, help="test images for clean accuracy (default: all)")
     p.add_argument("--quick", action="store_true", help="tiny budgets everywhere (for tests and a first look)")
     p.add_argument("--data-dir", default=None, help="folder holding MNIST IDX files (default: the embedded copy)")
-    add_device_arg(p)
-    add_out_arg(p)
-    add_progress_arg(p)
-    p.set_defaults(func=run)
+    add_run_args(p, run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,9 +11,7 @@ import argparse
 from advlab.attacks.physical import PrintPhotoSimulation, PrintPhotoTransforms
 from advlab.cli.common import (
     add_data_args,
-    add_device_arg,
-    add_out_arg,
-    add_progress_arg,
+    add_run_args,
     check_model_fits,
     dataset_split,
     device_from,
@@ -51,10 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "permutation (--seed) instead of the first N (a CIFAR-10 image folder is sorted by class)")
     p.add_argument("--seed", type=seed_int, default=0, help="seed of the attacks and the simulation (default: 0)")
     add_data_args(p)
-    add_device_arg(p)
-    add_out_arg(p)
-    add_progress_arg(p)
-    p.set_defaults(func=run_physical)
+    add_run_args(p, run_physical)
 
     q = sub.add_parser("patch", help="a universal printable patch that turns any image into a target class",
                        description="Train one patch per size that, pasted at a random position, scale and rotation "
@@ -76,10 +71,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--random-subset", action="store_true", help="take the train and test images by a fixed random "
                    "permutation (--seed) instead of the first ones (a CIFAR-10 image folder is sorted by class)")
     add_data_args(q)
-    add_device_arg(q)
-    add_out_arg(q)
-    add_progress_arg(q)
-    q.set_defaults(func=run_patch)
+    add_run_args(q, run_patch)
 
 
 def run_physical(args: argparse.Namespace) -> int:

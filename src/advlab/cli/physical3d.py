@@ -21,9 +21,7 @@ from advlab.attacks.physical.render import SHAPES, ViewDistribution
 from advlab.attacks.physical.tshirt import MAX_STRENGTH, ClothDeformation, compare_tshirts, strength_grid
 from advlab.cli.common import (
     add_data_args,
-    add_device_arg,
-    add_out_arg,
-    add_progress_arg,
+    add_run_args,
     check_model_fits,
     dataset_split,
     device_from,
@@ -88,10 +86,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--per-angle", type=positive_int, default=20, help="views per angle of the rotation curve")
     p.add_argument("--seed", type=seed_int, default=0, help="seed (default: %(default)s)")
     add_data_args(p, "cifar10")
-    add_device_arg(p)
-    add_out_arg(p)
-    add_progress_arg(p)
-    p.set_defaults(func=run_physical3d)
+    add_run_args(p, run_physical3d)
 
     q = sub.add_parser("tshirt", help="an adversarial T-shirt: a universal patch trained over thin plate spline "
                        "cloth deformations", description="Train a universal patch worn by the images of one class "
@@ -122,10 +117,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--no-photo", dest="photo", action="store_false", help="skip the print-and-photo simulation")
     q.add_argument("--seed", type=seed_int, default=0, help="seed (default: %(default)s)")
     add_data_args(q, "cifar10")
-    add_device_arg(q)
-    add_out_arg(q)
-    add_progress_arg(q)
-    q.set_defaults(func=run_tshirt)
+    add_run_args(q, run_tshirt)
 
 
 def run_physical3d(args: argparse.Namespace) -> int:
