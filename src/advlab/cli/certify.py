@@ -28,7 +28,6 @@ from advlab.cli.common import (
     speed_up,
 )
 from advlab.data import ImageDataset, load_dataset
-from advlab.defenses.noise import noise_config, train_noise_model
 from advlab.defenses.smoothing import Smooth, noise_batch_size
 from advlab.errors import AdvlabError, check_range
 from advlab.evaluation.certified import DEFAULT_RADII, CertificationResult, certify_dataset
@@ -37,8 +36,6 @@ from advlab.models import load_checkpoint
 from advlab.report.certify_figures import COHEN_CIFAR10, certified_accuracy_figure
 from advlab.report.run import RunDir
 from advlab.runtime import autocast, cache_dir, resolve_device
-
-DEMO_ORDER = 50
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -192,21 +189,3 @@ def add_certify_section(run_dir: RunDir, results: list[tuple[str, CertificationR
             f"({res.images_per_second:.3f} images/s).")
     run_dir.add_section(title, text, table=accuracy_table(results),
                         figures=[(fig.name, "certified accuracy against L2 radius")], key=key)
-
-
-def demo_section(ctx) -> None:
-    """A noise-trained LeNet on the embedded MNIST, certified on a few dozen images at small n."""
-    sigma = 0.25
-    quick = ctx.quick
-    config = noise_config("mnist", sigma, model="lenet", epochs=1 if quick else 2, lr=3e-3,
-                          train_subset=3000 if quick else 20000)
-    model, meta, path, cached = train_noise_model(config, ctx.device, ctx.data_dir, progress=ctx.progress,
-                                                  train_data=ctx.train_data, test_data=ctx.test_data)
-    n_images, n0, n = (10, 20, 200) if quick else (40, 100, 2000)
-    smooth = Smooth(model, ctx.test_data.num_classes, sigma)
-    result = certify_dataset(smooth, ctx.test_data.head(n_images), n0, n, 0.001, batch_size=1000, seed=0,
-                             device=ctx.device, progress=ctx.progress)
-    add_certify_section(ctx.run, [(f"lenet sigma={sigma:g}", result)], "mnist", meta, key="certify",
-                        title="Certified robustness (randomized smoothing)")
-    ctx.run.metrics["certify"] = {**result.summary(), "checkpoint": str(path), "cached": cached,
-                                  "train_config": config.to_dict()}

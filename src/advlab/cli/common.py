@@ -297,3 +297,40 @@ def check_model_fits(meta: dict, data: ImageDataset, source: str) -> None:
 
 def device_from(args: argparse.Namespace) -> torch.device:
     return resolve_device(args.device)
+
+
+def number_list(text: str) -> list[float]:
+    """Comma-separated numbers in (0, 1] (Linf budgets, shares of the image area), each possibly a
+    fraction such as 8/255."""
+    from fractions import Fraction
+
+    try:
+        values = [float(Fraction(v.strip())) for v in text.split(",") if v.strip()]
+    except (ValueError, ZeroDivisionError, OverflowError):  # 1e400 overflows float(Fraction)
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers in (0, 1] such as 0.1,8/255, "
+                                         f"got {text!r}") from None
+    if not values or any(not 0 < v <= 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected numbers in (0, 1] (pixel values and image shares), got {text!r}")
+    return values
+
+
+def number_tuple(count: int):
+    """An argparse type: exactly `count` comma-separated numbers."""
+    def parse(text: str) -> tuple[float, ...]:
+        try:
+            values = tuple(float(v) for v in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {count} comma-separated numbers, got {text!r}") from None
+        if len(values) != count:
+            raise argparse.ArgumentTypeError(f"expected {count} comma-separated numbers, got {text!r}")
+        return values
+    return parse
+
+
+def add_run_args(parser: argparse.ArgumentParser, func) -> None:
+    """The options every run-folder command ends with (--device, --out, --overwrite, --no-progress),
+    and the function that runs it."""
+    add_device_arg(parser)
+    add_out_arg(parser)
+    add_progress_arg(parser)
+    parser.set_defaults(func=func)
