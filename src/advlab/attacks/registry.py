@@ -1,4 +1,5 @@
-"""White-box attacks by name, for the CLI and the evaluation layer.
+"""Attacks by name, for the CLI and the evaluation layer: the white-box ones and the black-box ones
+(advlab.attacks.blackbox.BLACKBOX_ATTACKS, which take eps, norm, max_queries, seed and their own options).
 
 Bounded attacks take (eps, norm); minimal-perturbation attacks ignore eps and report per-sample norms.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 from advlab.attacks.apgd import APGD, APGDTargeted
 from advlab.attacks.base import Attack
+from advlab.attacks.blackbox import BLACKBOX_ATTACKS, BlackBoxAttack
 from advlab.attacks.cw import CarliniWagnerL2
 from advlab.attacks.deepfool import DeepFool
 from advlab.attacks.fab import FAB
@@ -23,8 +25,10 @@ L2_ONLY = ("cw", "lbfgs")
 
 
 def build_attack(name: str, eps: float = 0.3, norm: str = "linf", steps: int | None = None,
-                 step_size: float | None = None, early_stop: bool = False, **kwargs) -> Attack:
+                 step_size: float | None = None, early_stop: bool = False, **kwargs) -> Attack | BlackBoxAttack:
     """An attack configured from CLI-style arguments; unknown names and bad norms are user errors."""
+    if name in BLACKBOX_ATTACKS:
+        return BLACKBOX_ATTACKS[name](eps=eps, norm=norm, **kwargs)
     if name not in WHITEBOX_ATTACKS:
         raise AdvlabError(f"unknown attack {name!r}; choose one of {', '.join(WHITEBOX_ATTACKS)}")
     if name in L2_ONLY and norm != "l2":
