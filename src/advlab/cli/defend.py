@@ -20,9 +20,9 @@ from advlab.cli.common import (
     positive_float,
     positive_int,
     probability,
+    run_training,
     training_config,
 )
-from advlab.cli.train import run_training
 from advlab.defenses.adversarial import (
     FAST_STARTS,
     adversarial_loss,
@@ -118,10 +118,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description=f"Train a classifier with a defense recipe. Methods: {methods}. The checkpoint "
                        "records the recipe; unset training options take the method's and the data set's defaults "
                        "(on MNIST: pgd 8 epochs; fast, nfgsm and gradalign 10 epochs, peak lr 5e-3, batch 100, as "
-                       "Wong et al.; their triangular schedule is --schedule cyclic; on mnist_cnn, fast with "
-                       "--optimizer sgd --lr 0.1 --weight-decay 5e-4 --eps-ramp 2 --fgsm-start carry --step-size 0.15 "
-                       "gave about 90% under PGD at eps 0.3, these defaults 71-80%: docs/defenses.md). Runs unchanged "
-                       "under torchrun, like advlab train.")
+                       "Wong et al.; their triangular schedule is --schedule cyclic; docs/defenses.md compares "
+                       "recipes). Runs unchanged under torchrun, like advlab train.")
     p.add_argument("--method", required=True, choices=sorted(METHODS), help="the defense")
     p.add_argument("--eps", type=nonnegative_float(), default=0.3,
                    help="augment/pgd/fast/nfgsm/gradalign: L-inf radius on the [0, 1] scale (default 0.3)")

@@ -17,10 +17,10 @@ import torch
 from torch import nn
 
 from advlab.cli.common import add_device_arg, add_out_arg, add_progress_arg, device_from, positive_int
-from advlab.cli.eval import add_clean_section
 from advlab.data import ImageDataset, load_dataset
 from advlab.report.figures import training_curve_figure
 from advlab.report.run import RunDir
+from advlab.report.sections import add_clean_section
 from advlab.training import default_config, train_model
 
 
