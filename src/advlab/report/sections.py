@@ -1,4 +1,4 @@
-"""Report sections of the attack, black-box, substitute, transfer, accuracy and training runs: each
+"""Report sections of the attack, black-box, substitute, transfer, accuracy, training and certify runs: each
 takes a RunDir (or anything with ``figure_path`` and ``add_section``) and the library's result and adds
 its figures, table and text. The CLI and `advlab demo` call the same functions.
 """
@@ -16,6 +16,7 @@ from advlab.attacks.base import AttackResult
 from advlab.data import ImageDataset
 from advlab.evaluation import evaluate_clean
 from advlab.evaluation.blackbox import BlackboxRun, SubstituteSettings
+from advlab.evaluation.certified import DEFAULT_RADII, CertificationResult
 from advlab.evaluation.robust import MinimalNormEvaluation
 from advlab.report.attack_figures import robust_curve_figure, triptych_figure
 from advlab.report.blackbox_figures import (
@@ -25,6 +26,7 @@ from advlab.report.blackbox_figures import (
     success_vs_queries_figure,
     transfer_matrix_figure,
 )
+from advlab.report.certify_figures import COHEN_CIFAR10, certified_accuracy_figure
 from advlab.report.figures import confusion_matrix_figure, image_grid_figure, training_curve_figure
 from advlab.report.run import RunDir
 
@@ -149,3 +151,36 @@ def add_transfer_section(run_dir: RunDir, result: dict, attack: str, eps: float,
                         "model and sent to each column's model; success = misclassified, among "
                         f"{n} test images that both models classify correctly. A/B: disjoint halves of the "
                         "training set.", table=table, figures=[(fig.name, "transfer success matrix")])
+
+
+def accuracy_table(results: list[tuple[str, CertificationResult]], radii=DEFAULT_RADII) -> dict:
+    return {"columns": ["setting", *[f"r = {r:g}" for r in radii], "abstain", "images", "n", "ceiling",
+                        "wall s", "images/s"],
+            "rows": [[label, *[res.certified_accuracy(r) for r in radii], res.summary()["abstain_rate"],
+                      len(res.records), res.n, round(res.ceiling, 3), round(res.seconds, 1),
+                      round(res.images_per_second, 3)] for label, res in results]}
+
+
+def write_records(path, result: CertificationResult) -> None:
+    """Per-image lines in the layout of Cohen et al.'s certify.py output."""
+    lines = ["idx\tlabel\tpredict\tradius\tcorrect\ttime"]
+    lines += [f"{r.index}\t{r.label}\t{r.prediction}\t{r.radius:.4f}\t{int(r.correct)}\t{r.seconds:.3f}"
+              for r in result.records]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def add_certify_section(run_dir: RunDir, results: list[tuple[str, CertificationResult]], dataset: str,
+                        meta: dict, key: str = "certify", title: str = "Certified robustness") -> None:
+    sigmas = {res.sigma for _, res in results}
+    reference = ({f"Cohen et al. ResNet-110 sigma={s:g}": COHEN_CIFAR10[s] for s in sigmas if s in COHEN_CIFAR10}
+                 if dataset == "cifar10" else None)
+    fig = certified_accuracy_figure(results, run_dir.figure_path(f"{key}_curve.png"), reference=reference)
+    res = results[0][1]
+    text = (f"Randomized smoothing (Cohen et al. 2019, CERTIFY) of {meta['architecture']} "
+            f"(recipe {meta.get('recipe')}) on {len(res.records)} {dataset} test images: n0 = {res.n0}, "
+            f"n = {res.n:,}, alpha = {res.alpha:g}. Certified accuracy at r is the share of images classified "
+            f"correctly with a certified L2 radius of at least r; no radius above sigma * Phi^-1(alpha^(1/n)) "
+            f"= {res.ceiling:.3f} can be certified with this n. Wall time {res.seconds:.1f} s "
+            f"({res.images_per_second:.3f} images/s).")
+    run_dir.add_section(title, text, table=accuracy_table(results),
+                        figures=[(fig.name, "certified accuracy against L2 radius")], key=key)
