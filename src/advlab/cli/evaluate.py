@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 from advlab.cli.common import (
     add_data_args,
@@ -42,9 +41,9 @@ from advlab.errors import AdvlabError
 from advlab.evaluation.defense import evaluate_defense
 from advlab.evaluation.records import RecordStore, data_sha256
 from advlab.evaluation.robustness import EvaluationSettings, evaluate_robustness
-from advlab.evaluation.suite import SUITES, check_classifier, compare_runs
-from advlab.report.evaluation_sections import add_comparison, add_evaluation_section
-from advlab.report.run import RunDir, load_run
+from advlab.evaluation.suite import SUITES, check_classifier
+from advlab.report.evaluation_sections import add_comparison, add_evaluation_section, compare_run_folders
+from advlab.report.run import RunDir
 from advlab.runtime import atomic_write, autocast, gradient_batch_size
 
 DEMO_ORDER = 45
@@ -105,22 +104,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_compare(run_a: str, run_b: str) -> int:
-    """Print the samples one evaluation broke and the other did not (first model of each run)."""
-    records = []
-    for path in (run_a, run_b):
-        load_run(path)  # a clear error if it is not a run folder
-        try:
-            records.append(json.loads((Path(path) / "samples_0.json").read_text()))
-        except FileNotFoundError:
-            raise AdvlabError(f"{path} has no per-sample records (samples_0.json); it was not an evaluation with "
-                              "--suite standard or rand") from None
-        except json.JSONDecodeError as exc:
-            raise AdvlabError(f"{path}/samples_0.json is corrupt ({exc.msg})") from None
-    diff = compare_runs(records[0], records[1])
-    for name, key, other in ((run_a, "only_a", records[0]), (run_b, "only_b", records[1])):
-        idx = diff[key]
-        by = ", ".join(f"{i} ({other[i]['broken_by']}, step {other[i]['step']})" for i in idx[:50])
-        print(f"broken only by {name}: {len(idx)} of {diff['n']}" + (f": {by}" if idx else ""))
+    print(compare_run_folders(run_a, run_b))
     return 0
 
 

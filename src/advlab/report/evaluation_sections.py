@@ -3,10 +3,14 @@ protocol or suite) and the comparison of several."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+from advlab.errors import AdvlabError
 from advlab.evaluation.defense import DefenseEvaluation, summary_rows
-from advlab.evaluation.suite import SuiteEvaluation
+from advlab.evaluation.suite import SuiteEvaluation, compare_runs
 from advlab.report.attack_figures import robust_curve_figure
-from advlab.report.run import RunDir
+from advlab.report.run import RunDir, load_run
 
 
 def add_model_section(run_dir: RunDir, key: str, label: str, ev: DefenseEvaluation) -> None:
@@ -115,3 +119,25 @@ def add_evaluation_section(run_dir: RunDir, key: str, label: str, ev: DefenseEva
         return suite_table_text(label, ev)
     add_model_section(run_dir, key, label, ev)
     return defense_table_text(label, ev)
+
+
+def compare_run_folders(run_a: str | Path, run_b: str | Path) -> str:
+    """The samples one standard/rand evaluation broke and the other did not (first model of each run
+    folder), as text."""
+    records = []
+    for path in (run_a, run_b):
+        load_run(path)  # a clear error if it is not a run folder
+        try:
+            records.append(json.loads((Path(path) / "samples_0.json").read_text()))
+        except FileNotFoundError:
+            raise AdvlabError(f"{path} has no per-sample records (samples_0.json); it was not an evaluation with "
+                              "--suite standard or rand") from None
+        except json.JSONDecodeError as exc:
+            raise AdvlabError(f"{path}/samples_0.json is corrupt ({exc.msg})") from None
+    diff = compare_runs(records[0], records[1])
+    lines = []
+    for name, key, other in ((run_a, "only_a", records[0]), (run_b, "only_b", records[1])):
+        idx = diff[key]
+        by = ", ".join(f"{i} ({other[i]['broken_by']}, step {other[i]['step']})" for i in idx[:50])
+        lines.append(f"broken only by {name}: {len(idx)} of {diff['n']}" + (f": {by}" if idx else ""))
+    return "\n".join(lines)
