@@ -24,7 +24,7 @@ from advlab.data import ImageDataset
 from advlab.errors import AdvlabError
 
 # The one set of defaults of a black-box run, whichever command starts it. L2 eps 2.0: on MNIST's
-# 28x28 pixels an L2 ball of 0.3 changes less than one pixel's worth of Linf 0.3, too small to say
+# 28x28 pixels an L2 radius of 0.3 allows no more than one pixel moved by 0.3, too small to say
 # anything; 100 images: each costs up to `queries` forward passes.
 DEFAULT_EPS = {"linf": 0.3, "l2": 2.0}
 
