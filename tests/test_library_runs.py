@@ -1,5 +1,5 @@
 """The library calls behind the backdoor, physical, autoencoder-attack and detect commands, used from
-Python: they return results and write nothing (docs/python-more.md)."""
+Python: they return results and write nothing (docs/python.md)."""
 
 from __future__ import annotations
 

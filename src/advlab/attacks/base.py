@@ -182,11 +182,20 @@ class AttackResult:
         return (self.adv_pred == self.labels).float().mean().item()
 
     def summary(self) -> dict:
-        ok = self.success
-        med = {k: (v[ok].median().item() if ok.any() else float("nan")) for k, v in self.norms.items()}
-        return {"n": len(self.labels), "success_rate": self.success_rate, "robust_accuracy": self.robust_accuracy,
-                "clean_accuracy": self.clean_correct.float().mean().item(),
-                "median_norms_of_successes": med, "cost": self.cost.to_dict()}
+        """What the batch (or a whole data set, see advlab.evaluation.attack_dataset) achieved: rates,
+        median norms of the successes (of all, and of those on correctly classified samples), cost."""
+        ok, clean = self.success, self.clean_correct
+        n = len(self.labels)
+
+        def medians(mask: torch.Tensor) -> dict:
+            return {k: (v[mask].median().item() if mask.any() else float("nan")) for k, v in self.norms.items()}
+
+        return {"n": n, "success_rate": self.success_rate, "robust_accuracy": self.robust_accuracy,
+                "clean_accuracy": clean.float().mean().item(),
+                "success_rate_on_correct": (ok & clean).float().sum().item() / max(int(clean.sum()), 1),
+                "median_norms_of_successes": medians(ok), "median_norms_of_successes_on_correct": medians(ok & clean),
+                "targeted": self.target is not None, "cost": self.cost.to_dict(),
+                "gradient_passes_per_image": self.cost.backward / max(n, 1)}
 
 
 @contextlib.contextmanager

@@ -1,5 +1,7 @@
-"""White-box attacks by name, for the CLI, the lab and the evaluation layer: a table of attack
-specifications (class, the options its name fixes, the common options it takes, its norms).
+"""Attacks by name, for the CLI, the lab and the evaluation layer: a table of white-box attack
+specifications (class, the options its name fixes, the common options it takes, its norms), and the
+black-box ones (advlab.attacks.blackbox.BLACKBOX_ATTACKS, which take eps, norm, max_queries, seed and
+their own options).
 
 Defaults live in the attack classes only; ``build_attack`` passes an option on only when the caller
 gave it. Bounded attacks take (eps, norm); minimal-perturbation attacks take no eps and report
@@ -12,6 +14,7 @@ from dataclasses import dataclass, field
 
 from advlab.attacks.apgd import APGD, APGDTargeted
 from advlab.attacks.base import NORMS, Attack, check_norm
+from advlab.attacks.blackbox import BLACKBOX_ATTACKS, BlackBoxAttack
 from advlab.attacks.cw import CarliniWagnerL2
 from advlab.attacks.deepfool import DeepFool
 from advlab.attacks.fab import FAB
@@ -61,10 +64,12 @@ L2_ONLY = tuple(name for name, spec in ATTACKS.items() if spec.norms == ("l2",))
 
 
 def build_attack(name: str, eps: float = 0.3, norm: str = "linf", steps: int | None = None,
-                 step_size: float | None = None, early_stop: bool = False, **kwargs) -> Attack:
+                 step_size: float | None = None, early_stop: bool = False, **kwargs) -> Attack | BlackBoxAttack:
     """An attack configured from CLI-style arguments; unknown names and bad norms are user errors.
     Common options the attack does not take are ignored (eps for DeepFool); None leaves the class's
     default; further keyword arguments go to the class as they are."""
+    if name in BLACKBOX_ATTACKS:
+        return BLACKBOX_ATTACKS[name](eps=eps, norm=norm, **kwargs)
     spec = ATTACKS.get(name)
     if spec is None:
         raise AdvlabError(f"unknown attack {name!r}; choose one of {', '.join(WHITEBOX_ATTACKS)}")

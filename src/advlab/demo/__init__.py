@@ -59,7 +59,7 @@ def run_demo(run_dir: RunDir, config: TrainConfig, train_data: ImageDataset, tes
     """Train (or reuse) config's model on train_data, add its training curve and clean accuracy on the
     first n test images, run every section; return run_dir.metrics (the sections' metrics and each
     section's seconds). quick: tiny budgets everywhere."""
-    from advlab.demo.pending import add_clean_section
+    from advlab.report.sections import add_clean_section
 
     model, meta, path, cached = train_model(config, device, data_dir, progress=progress,
                                             train_data=train_data, test_data=test_data)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from advlab.defenses.noise import noise_config, train_noise_model
 from advlab.defenses.smoothing import Smooth
-from advlab.demo.pending import add_certify_section
 from advlab.evaluation.certified import certify_dataset
+from advlab.report.sections import add_certify_section
 
 DEMO_ORDER = 50
 

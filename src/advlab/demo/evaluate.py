@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from advlab.defenses.adversarial import adversarial_loss, fast_recipe
 from advlab.defenses.distillation import distill_recipe, distillation_loss
-from advlab.demo.pending import add_comparison
 from advlab.evaluation.defense import evaluate_defense
+from advlab.report.evaluation_sections import add_comparison
 from advlab.training import default_config, train_model
 
 DEMO_ORDER = 45
