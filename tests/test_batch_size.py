@@ -9,7 +9,7 @@ from torch import nn
 
 from advlab import runtime
 from advlab.attacks import FGSM
-from advlab.cli.attack import attack_dataset
+from advlab.evaluation.attack_run import attack_dataset
 from advlab.runtime import activation_bytes, gradient_batch_size, run_in_batches
 
 CPU = torch.device("cpu")
@@ -51,10 +51,10 @@ def test_attacks_continue_at_half_the_batch_after_a_fake_out_of_memory(capsys):
         return fgsm(model, xb, yb)
 
     flaky.name = "fgsm"
-    whole, _ = attack_dataset(fgsm, model, x, y, None, 10, CPU, progress=False)
-    halved, _ = attack_dataset(flaky, model, x, y, None, 10, CPU, progress=False)
+    whole = attack_dataset(fgsm, model, x, y, None, 10, CPU, progress=False)
+    halved = attack_dataset(flaky, model, x, y, None, 10, CPU, progress=False)
     assert calls[:2] == [10, 5] and all(c <= 4 for c in calls[2:])
-    assert torch.equal(whole["adv_pred"], halved["adv_pred"]) and len(halved["adv"]) == 10
+    assert torch.equal(whole.adv_pred, halved.adv_pred) and len(halved.adv) == 10
     assert "out of memory at batch size 10; continuing at 5" in capsys.readouterr().out
 
 
