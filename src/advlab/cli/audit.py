@@ -19,11 +19,10 @@ from advlab.cli.common import (
     positive_int,
     seed_int,
 )
-from advlab.data import load_class_map, load_image_folder
+from advlab.data import load_class_map
 from advlab.detection import DETECTORS
-from advlab.detection.audit import audit_folder
+from advlab.detection.audit import audit_folder, load_audit_folders
 from advlab.detection.representations import PENULTIMATE
-from advlab.errors import AdvlabError
 from advlab.models import architecture, load_checkpoint
 from advlab.report.backdoor_figures import projection_figure
 from advlab.report.run import RunDir
@@ -73,37 +72,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _folder(path: str, what: str) -> Path:
-    folder = Path(path).expanduser()
-    if not folder.is_dir():
-        raise AdvlabError(f"{what} {folder} {'is a file, not a folder' if folder.exists() else 'does not exist'}")
-    return folder
-
-
 def run(args: argparse.Namespace) -> int:
-    root = _folder(args.folder, "the training folder")
-    split = (root / "train").is_dir() and (root / "test").is_dir()
-    train_root = root / "train" if split else root
-    test_root = _folder(args.test, "--test") if args.test else (root / "test" if split else None)
-    triggered_root = _folder(args.triggered_test, "--triggered-test") if args.triggered_test else None
     class_map = load_class_map(args.class_map) if args.class_map else None
-    options = {"image_size": args.image_size, "channels": args.channels, "lazy": args.lazy, "workers": args.workers}
-    data = load_image_folder(train_root, class_map=class_map, name=f"{root.name}-audited", **options)
-    options.update(image_size=data.shape[-1], channels=data.shape[0])  # the test images as the training ones
-    present = lambda folder: sorted(p.name for p in folder.iterdir() if p.is_dir())  # noqa: E731
-    test = None
-    if test_root is not None:
-        labelled = {"class_map": class_map} if class_map else {"classes": data.classes}
-        test = load_image_folder(test_root, name=f"{root.name}-test", **labelled, **options)
-    triggered = None
-    if triggered_root is not None:
-        unknown = [name for name in present(triggered_root) if name not in data.classes]
-        if unknown:
-            raise AdvlabError(f"--triggered-test folder(s) {', '.join(unknown[:5])} are not classes of the training "
-                              "folder; name the subfolders by their true class")
-        triggered = load_image_folder(triggered_root, class_map={n: data.classes.index(n)
-                                                                 for n in present(triggered_root)},
-                                      name="triggered", **options)
+    data, test, triggered, train_root = load_audit_folders(
+        args.folder, args.test, args.triggered_test, class_map, image_size=args.image_size, channels=args.channels,
+        lazy=args.lazy, workers=args.workers)
+    root = Path(args.folder).expanduser()
     if args.target is not None:
         data.class_index(args.target)  # an unknown class fails here, before any work
     device = device_from(args)
@@ -123,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"recipe: {config.data_recipe} for {config.model}, {config.epochs} epochs")
     print(data_line(*(d for d in (data, test, triggered) if d is not None)))
     run_config = {"folder": str(root), "model": args.model, "method": args.method, "layer": args.layer,
-                  "poison_fraction": args.poison_fraction, "retrain": args.retrain, "test": str(test_root or ""),
+                  "poison_fraction": args.poison_fraction, "retrain": args.retrain, "test": str(args.test or ""),
                   "triggered_test": args.triggered_test, "target": args.target, "seed": args.seed,
                   "data": data.describe()}
     with RunDir(args.out, "audit", run_config, overwrite=args.overwrite) as run_dir:

@@ -251,5 +251,44 @@ def audit_folder(data, test=None, model: tuple[nn.Module, dict] | None = None, c
     return result
 
 
-__all__ = ["Audit", "FolderAudit", "audit_dataset", "audit_folder", "outliers", "guess_target",
+
+def _folder(path: str | Path, what: str) -> Path:
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise AdvlabError(f"{what} {folder} {'is a file, not a folder' if folder.exists() else 'does not exist'}")
+    return folder
+
+
+def load_audit_folders(folder: str | Path, test: str | Path | None = None, triggered: str | Path | None = None,
+                       class_map: dict[str, int] | None = None, **options):
+    """(training data, clean test data or None, triggered test data or None, the training folder) of an
+    audit: FOLDER/<class>/ (or FOLDER/train and FOLDER/test), an optional test folder of the same
+    classes, and triggered images in subfolders named by their true class. options: load_image_folder's
+    (image_size, channels, lazy, workers); the test sets are read at the training images' shape."""
+    from advlab.data import load_image_folder
+
+    root = _folder(folder, "the training folder")
+    split = (root / "train").is_dir() and (root / "test").is_dir()
+    train_root = root / "train" if split else root
+    test_root = _folder(test, "--test") if test else (root / "test" if split else None)
+    triggered_root = _folder(triggered, "--triggered-test") if triggered else None
+    data = load_image_folder(train_root, class_map=class_map, name=f"{root.name}-audited", **options)
+    options = {**options, "image_size": data.shape[-1], "channels": data.shape[0]}
+    test_data = None
+    if test_root is not None:
+        labelled = {"class_map": class_map} if class_map else {"classes": data.classes}
+        test_data = load_image_folder(test_root, name=f"{root.name}-test", **labelled, **options)
+    triggered_data = None
+    if triggered_root is not None:
+        present = sorted(p.name for p in triggered_root.iterdir() if p.is_dir())
+        unknown = [name for name in present if name not in data.classes]
+        if unknown:
+            raise AdvlabError(f"--triggered-test folder(s) {', '.join(unknown[:5])} are not classes of the training "
+                              "folder; name the subfolders by their true class")
+        triggered_data = load_image_folder(triggered_root, class_map={n: data.classes.index(n) for n in present},
+                                           name="triggered", **options)
+    return data, test_data, triggered_data, train_root
+
+
+__all__ = ["Audit", "FolderAudit", "audit_dataset", "audit_folder", "guess_target", "load_audit_folders", "outliers",
            "retrain_without", "triggered_success"]
