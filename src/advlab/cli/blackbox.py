@@ -17,8 +17,10 @@ from tqdm.auto import tqdm
 from advlab.attacks.blackbox import BLACKBOX_ATTACKS, HttpOracle, LocalOracle, Oracle
 from advlab.attacks.blackbox.base import BlackBoxAttack
 from advlab.cli.common import (
+    MODEL_SPEC_HELP,
     add_data_args,
     add_device_arg,
+    add_model_spec_args,
     add_out_arg,
     add_progress_arg,
     check_model_fits,
@@ -33,7 +35,7 @@ from advlab.cli.common import (
     seed_int,
 )
 from advlab.errors import AdvlabError
-from advlab.models import validate_metadata
+from advlab.models import model_metadata
 from advlab.report.blackbox_figures import (
     budget_grid,
     substitute_figure,
@@ -52,7 +54,8 @@ def add_oracle_args(p: argparse.ArgumentParser) -> None:
     """The flags that choose and limit the oracle (shared by every command that attacks through one)."""
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--oracle", metavar="URL", help="URL of an `advlab serve` prediction API")
-    where.add_argument("--model", help="a .safetensors checkpoint or architecture name: an in-process oracle")
+    where.add_argument("--model", help="an in-process oracle of any model spec: " + MODEL_SPEC_HELP)
+    add_model_spec_args(p)
     p.add_argument("--token", default=None, help="bearer token for --oracle (the server's --token)")
     p.add_argument("--labels-only", action="store_true", help="in-process oracle answers top labels only")
     p.add_argument("--budget", type=positive_int, default=None,
@@ -148,7 +151,7 @@ def make_oracle(args: argparse.Namespace, device: torch.device) -> tuple[Oracle,
         oracle = HttpOracle(args.oracle, token=args.token, budget=args.budget)
         return oracle, args.oracle, None
     model, meta = resolve_model(args.model, args, device)
-    info = validate_metadata(meta, args.model)
+    info = model_metadata(meta, args.model)
     if info.kind != "classifier":
         raise AdvlabError(f"{args.model} is a {info.architecture} {info.kind}; an oracle needs a classifier")
     oracle = LocalOracle(model, labels_only=args.labels_only, budget=args.budget, input_shape=info.input_shape)

@@ -16,6 +16,7 @@ import torch.distributed as dist
 from advlab.cli.common import (
     add_data_args,
     add_device_arg,
+    add_model_spec_args,
     add_out_arg,
     add_progress_arg,
     add_speed_args,
@@ -24,6 +25,7 @@ from advlab.cli.common import (
     open_fraction,
     positive_float,
     positive_int,
+    resolve_model,
     seed_int,
     speed_up,
 )
@@ -32,8 +34,8 @@ from advlab.defenses.noise import noise_config, train_noise_model
 from advlab.defenses.smoothing import Smooth, noise_batch_size
 from advlab.errors import AdvlabError, check_range
 from advlab.evaluation.certified import DEFAULT_RADII, CertificationResult, certify_dataset
-from advlab.evaluation.records import RecordStore, data_sha256, file_sha256, model_summary, recorded
-from advlab.models import load_checkpoint
+from advlab.evaluation.records import RecordStore, data_sha256, model_hash, model_summary, recorded
+from advlab.models.spec import spec_kind
 from advlab.report.certify_figures import COHEN_CIFAR10, certified_accuracy_figure
 from advlab.report.run import RunDir
 from advlab.runtime import autocast, cache_dir, resolve_device
@@ -47,7 +49,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        "al. 2019, CERTIFY): per image the prediction, the certified L2 radius or abstention, and "
                        "correctness; certified accuracy against radius as table, JSON and plot. Under torchrun the "
                        "images are sharded over the processes with the same results.")
-    p.add_argument("checkpoint", help="a .safetensors checkpoint (ideally noise-trained: advlab defend --method noise)")
+    p.add_argument("checkpoint", metavar="MODEL", help="a .safetensors checkpoint (ideally noise-trained: advlab "
+                   "defend --method noise) or any other model spec but an architecture name: timm:NAME, "
+                   "PATH.py:FUNCTION, package.module:FUNCTION (runs your code), TorchScript, .onnx")
+    add_model_spec_args(p)
     p.add_argument("--sigma", type=positive_float(), default=None,
                    help="noise level on the [0, 1] pixel scale (default: the sigma the checkpoint was trained at)")
     p.add_argument("--n0", type=positive_int, default=100, help="selection samples (default: %(default)s)")
@@ -116,7 +121,10 @@ def _run(args: argparse.Namespace, rank: int, world: int, local_rank: int) -> in
     device = resolve_device(args.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", local_rank)
-    model, meta = load_checkpoint(args.checkpoint, device)
+    if spec_kind(args.checkpoint) is None:
+        raise AdvlabError(f"{args.checkpoint} is not a model file or spec; certify a trained model (advlab defend "
+                          "--method noise --checkpoint FILE writes one)")
+    model, meta = resolve_model(args.checkpoint, args, device)
     model = speed_up(model, args)
     trained_sigma = recipe_sigma(meta)
     sigma = args.sigma if args.sigma is not None else trained_sigma
@@ -124,7 +132,7 @@ def _run(args: argparse.Namespace, rank: int, world: int, local_rank: int) -> in
         raise AdvlabError(f"{args.checkpoint} was not noise-trained; give the noise level with --sigma")
     sigma = check_range(sigma, "--sigma", 0.0, 10.0, lo_open=True)
     alpha = check_range(args.alpha, "--alpha", 0.0, 0.5, lo_open=True)
-    dataset = args.dataset or meta.get("dataset", "mnist")
+    dataset = args.dataset or meta.get("dataset") or "mnist"
     full = load_dataset(dataset, "test", args.data_dir, args.image_size, args.channels)
     check_model_fits(meta, full, args.checkpoint)
     data, ids = certification_images(full, args.n_images, args.skip)
@@ -153,7 +161,7 @@ def _run(args: argparse.Namespace, rank: int, world: int, local_rank: int) -> in
         run_dir.metrics = result.to_dict()
         write_records(run_dir.tmp / "certification.tsv", result)
         out = run_dir.commit()
-    record_certification(args, meta, data, result, sigma, alpha)
+    record_certification(args, meta, data, result, sigma, alpha, model)
     summary = result.summary()
     print(f"certified {len(result.records)} {dataset} images at sigma {sigma:g} (n0={args.n0}, n={args.n}, "
           f"alpha={alpha:g}) in {result.seconds:.1f} s ({result.images_per_second:.3f} images/s, "
@@ -166,14 +174,14 @@ def _run(args: argparse.Namespace, rank: int, world: int, local_rank: int) -> in
 
 
 def record_certification(args: argparse.Namespace, meta: dict, data: ImageDataset, result: CertificationResult,
-                         sigma: float, alpha: float) -> None:
+                         sigma: float, alpha: float, model: torch.nn.Module) -> None:
     """Write the certificate into the evaluation records (advlab leaderboard shows it)."""
     settings = {"norm": "l2", "sigma": sigma, "n0": args.n0, "n": args.n, "alpha": alpha, "skip": args.skip,
                 "images": len(data), "seed": args.seed, "batch_size": args.batch_size}
     summary = {k: v for k, v in result.summary().items() if k not in ("seconds", "images_per_second")}
     label = f"{meta['architecture']} ({(meta.get('recipe') or {}).get('method', 'standard')})"
-    recorded(RecordStore(), file_sha256(args.checkpoint), "certify", settings, data_sha256(data.images, data.labels),
-             model_summary(meta, label, str(args.checkpoint)),
+    recorded(RecordStore(), model_hash(args.checkpoint, model), "certify", settings,
+             data_sha256(data.images, data.labels), model_summary(meta, label, str(args.checkpoint)),
              lambda: {**summary, "seconds": result.seconds}, force=True)
 
 

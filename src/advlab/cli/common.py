@@ -353,8 +353,10 @@ def data_shape(args: argparse.Namespace) -> tuple[int, int, int] | None:
 def resolve_model(spec: str, args: argparse.Namespace, device: torch.device) -> tuple[nn.Module, dict]:
     """Any model spec (advlab.training.resolve_model): an architecture name is trained on the data as this
     command reads it (a folder's --image-size and --channels included), so it is cached for exactly that data."""
-    return train_or_load(spec, device, spec_options(args), dataset=args.dataset,
-                         data=lambda split: dataset_split(args, split), data_dir=getattr(args, "data_dir", None),
+    dataset = getattr(args, "dataset", None)
+    return train_or_load(spec, device, spec_options(args), dataset=dataset or "mnist",
+                         data=(lambda split: dataset_split(args, split)) if dataset else None,
+                         data_dir=getattr(args, "data_dir", None),
                          progress=getattr(args, "progress", True), default_shape=data_shape(args))
 
 

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import argparse
 
-from advlab.cli.common import add_device_arg, device_from, port_number, positive_float, positive_int
+from advlab.cli.common import (
+    MODEL_SPEC_HELP,
+    add_device_arg,
+    add_model_spec_args,
+    device_from,
+    port_number,
+    positive_float,
+    positive_int,
+    resolve_model,
+)
 from advlab.errors import AdvlabError
-from advlab.models import load_model
+from advlab.models import model_metadata
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -14,7 +23,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Serve a classifier checkpoint: POST /predict takes a batch of images (JSON "
                        "arrays in [0, 1], base64 float32, or PNG) and returns probabilities or only labels; "
                        "GET /health describes the model. Queries are counted per client (token or address).")
-    p.add_argument("checkpoint", help="a .safetensors checkpoint written by advlab")
+    p.add_argument("checkpoint", metavar="MODEL", help=MODEL_SPEC_HELP)
+    add_model_spec_args(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, loopback only)")
     p.add_argument("--port", type=port_number, default=8000)
     p.add_argument("--labels-only", action="store_true", help="answer only the top label (decision-based oracle)")
@@ -41,7 +51,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def build_app(args: argparse.Namespace):
     from advlab.serve import create_app
 
-    model, info = load_model(args.checkpoint, device_from(args))
+    model, meta = resolve_model(args.checkpoint, args, device_from(args))
+    info = model_metadata(meta, args.checkpoint)
     if info.kind != "classifier":
         raise AdvlabError(f"{args.checkpoint} holds a {info.architecture} {info.kind}; serve needs a classifier")
     app = create_app(model, info.classes, labels_only=args.labels_only, token=args.token,

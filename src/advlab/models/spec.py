@@ -385,3 +385,17 @@ def check_model_fits(meta: dict, data, source: str) -> None:
                           f"{data.shape}; pass the matching --dataset (or --image-size/--channels for a folder)")
     if info.kind == "classifier" and info.num_classes != data.num_classes:
         raise AdvlabError(f"{source} predicts {info.num_classes} classes but {data.name} has {data.num_classes}")
+
+
+def info_from_metadata(meta: dict, model: nn.Module, spec: str) -> ModelInfo:
+    """The ModelInfo of a model known by its metadata dict (e.g. one advlab trained on demand)."""
+    typed = model_metadata(meta, spec)
+    args = typed.model_args
+    mean, std = args.get("mean"), args.get("std")
+    foreign = meta.get("spec_kind") not in (None, "advlab")
+    return ModelInfo(spec=spec, kind=meta.get("spec_kind") or "advlab", architecture=typed.architecture,
+                     input_shape=typed.input_shape, num_classes=typed.num_classes, classes=typed.classes,
+                     mean=None if mean is None else tuple(mean), std=None if std is None else tuple(std),
+                     parameters=sum(p.numel() for p in model.parameters()),
+                     options=meta.get("spec_options", {}) if foreign else {},
+                     checkpoint=None if foreign else typed)
