@@ -197,7 +197,7 @@ def _gather(node) -> Callable:
         index = index.long()
         dim = axis % x.dim()
         out = torch.index_select(x, dim, index.flatten())
-        return out.reshape(*x.shape[:dim], *index.shape, *x.shape[dim + 1:])
+        return out.reshape((*x.shape[:dim], *index.shape, *x.shape[dim + 1:]))
     return run
 
 
