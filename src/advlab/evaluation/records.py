@@ -188,9 +188,10 @@ def model_summary(meta: dict, label: str, source: str) -> dict:
 
 
 def model_hash(spec: str, model: nn.Module) -> str:
-    """The checkpoint file's SHA-256 when spec is a file, else that of the weights."""
+    """An advlab checkpoint file's SHA-256, else that of the weights (a foreign model's file alone does not
+    tell what was put in front of it, such as --mean/--std's Normalize)."""
     path = Path(spec)
-    return file_sha256(path) if path.is_file() else weights_sha256(model)
+    return file_sha256(path) if path.is_file() and path.suffix == ".safetensors" else weights_sha256(model)
 
 
 def recorded(store: RecordStore, model_hash: str, protocol: str, settings: dict, data_hash: str, model: dict,

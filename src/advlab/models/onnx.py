@@ -441,7 +441,7 @@ def _load(path: Path):
     try:
         import onnx
     except ImportError:
-        raise AdvlabError("reading ONNX files needs the onnx package: pip install 'advlab[onnx]'") from None
+        raise AdvlabError("reading ONNX files needs the onnx package: pip install onnx (or advlab[onnx])") from None
     if not path.is_file():
         raise AdvlabError(f"ONNX file {path} does not exist")
     if path.stat().st_size > MAX_ONNX_BYTES:

@@ -214,7 +214,8 @@ def import_timm():
     except ModuleNotFoundError as exc:
         if exc.name is None or not exc.name.startswith("torchvision"):
             if exc.name == "timm":
-                raise AdvlabError("timm:NAME needs timm: pip install 'advlab[timm]' (or `make setup`)") from None
+                raise AdvlabError("timm:NAME needs timm: pip install timm (or, where no torchvision build fits your "
+                                  "torch, pip install --no-deps timm; make setup does)") from None
             raise
     for name in [m for m in sys.modules if m == "timm" or m.startswith("timm.")]:
         del sys.modules[name]  # the half-imported package
