@@ -17,30 +17,30 @@ step() { echo; echo "== $1"; }
 step "inspect"
 $ADVLAB inspect "${SPEC[@]}" --dataset "$DATA" --image-size 64 --json "$RUNS/inspect.json" | head -9
 
-step "clean accuracy (advlab eval) on the 500 test images"
+step "clean accuracy (advlab eval) on all test images of the subset"
 $ADVLAB eval "${SPEC[@]}" "${COMMON[@]}" --out "$RUNS/eval" | tail -2
 
-step "PGD-20, Linf eps 2/255, 100 images"
-$ADVLAB attack --model "${SPEC[@]}" "${COMMON[@]}" --attack pgd --eps 0.00784313725 --steps 20 --n 100 \
+step "PGD-10, Linf eps 2/255, 50 images"
+$ADVLAB attack --model "${SPEC[@]}" "${COMMON[@]}" --attack pgd --eps 0.00784313725 --steps 10 --n 50 \
   --out "$RUNS/pgd" | tail -2
 
-step "evaluation suite (standard: APGD-CE, APGD-T, FAB-T, Square), eps 2/255, 20 images, small budgets"
-$ADVLAB evaluate "${SPEC[@]}" "${COMMON[@]}" --suite standard --eps 0.00784313725 --n 20 --iterations 20 \
-  --targets 3 --square-queries 200 --out "$RUNS/suite" | tail -4
+step "evaluation suite (standard: APGD-CE, APGD-T, FAB-T, Square), eps 2/255, 10 images, small budgets"
+$ADVLAB evaluate "${SPEC[@]}" "${COMMON[@]}" --suite standard --eps 0.00784313725 --n 10 --iterations 10 \
+  --targets 3 --square-queries 100 --out "$RUNS/suite" | tail -4
 
-step "certification (randomized smoothing, sigma 0.25, n0 10, n 200, 20 images)"
-$ADVLAB certify "${SPEC[@]}" "${COMMON[@]}" --sigma 0.25 --n0 10 --n 200 --n-images 20 --skip 25 \
+step "certification (randomized smoothing, sigma 0.25, n0 10, n 100, 10 images)"
+$ADVLAB certify "${SPEC[@]}" "${COMMON[@]}" --sigma 0.25 --n0 10 --n 100 --n-images 10 --skip 30 \
   --out "$RUNS/certify" | tail -3
 
-step "universal patch (10% of the image, target airplane, 30 steps, 200 train / 100 test images)"
-$ADVLAB patch --model "${SPEC[@]}" "${COMMON[@]}" --target airplane --sizes 0.1 --steps 30 --n-train 200 \
-  --n-test 100 --out "$RUNS/patch" | tail -3
+step "universal patch (10% of the image, target airplane, 20 steps, 50 train / 50 test images)"
+$ADVLAB patch --model "${SPEC[@]}" "${COMMON[@]}" --target airplane --sizes 0.1 --steps 20 --n-train 50 \
+  --n-test 50 --out "$RUNS/patch" | tail -3
 
-step "detection on a named layer (SPECTRE on 1.global_pool, 2,000 training images, 5% budget)"
+step "detection on a named layer (SPECTRE on 1.global_pool, all training images of the subset, 5% budget)"
 $ADVLAB detect --model "${SPEC[@]}" --dataset "$DATA" --image-size 64 --split train --layer 1.global_pool \
   --method spectre --poison-fraction 0.05 --out "$RUNS/detect.json" | tail -3
 
-step "black-box Square through advlab serve (eps 8/255, 20 images, 300 queries each)"
+step "black-box Square through advlab serve (eps 8/255, 10 images, 200 queries each)"
 PORT=${PORT:-8731}
 $ADVLAB serve "${SPEC[@]}" --port "$PORT" > "$RUNS/serve.log" 2>&1 &
 SERVER=$!
@@ -49,6 +49,6 @@ for _ in $(seq 120); do
   $PY -c "import httpx,sys; sys.exit(httpx.get('http://127.0.0.1:$PORT/health').status_code != 200)" 2>/dev/null \
     && break || sleep 1
 done
-$ADVLAB blackbox --oracle "http://127.0.0.1:$PORT" --attack square --eps 0.0313725 --n 20 --queries 300 \
+$ADVLAB blackbox --oracle "http://127.0.0.1:$PORT" --attack square --eps 0.0313725 --n 10 --queries 200 \
   "${COMMON[@]}" --out "$RUNS/blackbox" | tail -3
 kill $SERVER

@@ -301,6 +301,8 @@ def test_other_bad_files_are_one_line(tiny, tmp_path, capsys):
     assert "applies to timm:NAME and factory specs" in cli_error(
         ["inspect", str(path.parent / "w.pt"), "--weights", str(path.parent / "w.pt")], capsys)
     assert "does not say what input it takes" in cli_error(["inspect", f"{path}:tiny"], capsys)
+    assert "a plain state dict needs its architecture" in cli_error(["inspect", str(path.parent / "w.safetensors")],
+                                                                    capsys)
     assert "fails on a batch of 2 images" in cli_error(["inspect", f"{path}:tiny", "--input-size", "3x28x28"], capsys)
 
 
@@ -308,3 +310,17 @@ def test_library_errors_are_advlab_errors(tiny):
     path, _ = tiny
     with pytest.raises(AdvlabError, match="is not an advlab architecture"):
         load_spec("no/such/thing")
+
+
+def test_detect_takes_representations_from_a_named_layer_of_a_spec(tiny, tmp_path, capsys):
+    path, _ = tiny
+    out = tmp_path / "scores.json"
+    assert main(["detect", "--model", f"{path}:tiny", "--weights", str(path.parent / "w.pt"), "--dataset", "mnist",
+                 "--n", "200", "--layer", "4", "--method", "spectral", "--poison-fraction", "0.05",
+                 "--out", str(out)]) == 0
+    scores = json.loads(out.read_text())
+    assert scores["n"] == 200 and scores["layer"] == "4" and "output of 4 (Conv2d)" in scores["layer_description"]
+    err = cli_error(["detect", "--model", f"{path}:tiny", "--weights", str(path.parent / "w.pt"), "--dataset",
+                     "mnist", "--n", "20", "--layer", "nope", "--method", "spectral", "--poison-fraction", "0.05",
+                     "--out", str(tmp_path / "s2.json")], capsys)
+    assert "unknown layer 'nope'" in err

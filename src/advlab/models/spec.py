@@ -193,7 +193,13 @@ def _check_options(spec: str, kind: str, options: SpecOptions) -> None:
 
 
 def _advlab(spec: str, options: SpecOptions, device) -> tuple[nn.Module, ModelInfo]:
-    model, checkpoint = load_model(spec, device)
+    try:
+        model, checkpoint = load_model(spec, device)
+    except AdvlabError as exc:
+        if "not an advlab checkpoint" in str(exc) or "not written by advlab" in str(exc):
+            raise AdvlabError(f"{exc}; a plain state dict needs its architecture: timm:NAME --weights {spec} or "
+                              f"PATH.py:FUNCTION --weights {spec}") from None
+        raise
     if options.class_names:
         checkpoint = replace(checkpoint, classes=_class_names(options.class_names, checkpoint.num_classes),
                              raw={**checkpoint.raw,
