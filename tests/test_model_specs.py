@@ -320,6 +320,7 @@ def test_detect_takes_representations_from_a_named_layer_of_a_spec(tiny, tmp_pat
                  "--out", str(out)]) == 0
     scores = json.loads(out.read_text())
     assert scores["n"] == 200 and scores["layer"] == "4" and "output of 4 (Conv2d)" in scores["layer_description"]
+    capsys.readouterr()
     err = cli_error(["detect", "--model", f"{path}:tiny", "--weights", str(path.parent / "w.pt"), "--dataset",
                      "mnist", "--n", "20", "--layer", "nope", "--method", "spectral", "--poison-fraction", "0.05",
                      "--out", str(tmp_path / "s2.json")], capsys)
