@@ -300,7 +300,23 @@ def _split(node) -> Callable:
 
 
 def _expand(node) -> Callable:
-    return lambda x, shape: x * torch.ones(_ints(shape), dtype=x.dtype, device=x.device)
+    return lambda x, shape: x.expand(torch.broadcast_shapes(tuple(x.shape), tuple(_ints(shape))))
+
+
+def _constant_of_shape(node) -> Callable:
+    import onnx
+
+    value = _attr(node, "value")
+    fill = torch.from_numpy(onnx.numpy_helper.to_array(value).copy()) if value is not None else torch.zeros(1)
+    return lambda shape: torch.full(tuple(_ints(shape)), fill.item(), dtype=fill.dtype)
+
+
+def _tile(node) -> Callable:
+    return lambda x, repeats: x.repeat(*_ints(repeats))
+
+
+def _range(node) -> Callable:
+    return lambda start, limit, delta: torch.arange(start.item(), limit.item(), delta.item(), dtype=start.dtype)
 
 
 def _dropout(node) -> Callable:
@@ -337,6 +353,11 @@ OPERATORS: dict[str, Callable[[object], Callable]] = {
     "ReduceMean": lambda node: _reduce(node, "mean"), "ReduceSum": lambda node: _reduce(node, "sum"),
     "ReduceMax": lambda node: _reduce(node, "amax"),
     "Constant": _constant, "Identity": _simple(lambda x: x), "Dropout": _dropout,
+    "ConstantOfShape": _constant_of_shape, "Tile": _tile, "Range": _range,
+    "Equal": _simple(torch.eq), "Less": _simple(torch.lt), "Greater": _simple(torch.gt),
+    "LessOrEqual": _simple(torch.le), "GreaterOrEqual": _simple(torch.ge), "Not": _simple(torch.logical_not),
+    "And": _simple(torch.logical_and), "Or": _simple(torch.logical_or), "Where": _simple(torch.where),
+    "Sin": _simple(torch.sin), "Cos": _simple(torch.cos),
 }
 
 
