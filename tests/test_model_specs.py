@@ -325,3 +325,31 @@ def test_detect_takes_representations_from_a_named_layer_of_a_spec(tiny, tmp_pat
                      "mnist", "--n", "20", "--layer", "nope", "--method", "spectral", "--poison-fraction", "0.05",
                      "--out", str(tmp_path / "s2.json")], capsys)
     assert "unknown layer 'nope'" in err
+
+
+def test_wrapped_state_dicts_are_unwrapped(tiny, tmp_path):
+    path, model = tiny
+    wrapped = {"epoch": 3, "state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}
+    torch.save(wrapped, tmp_path / "run.ckpt")
+    loaded, _ = load_spec(f"{path}:tiny", SpecOptions(weights=str(tmp_path / "run.ckpt")), default_shape=(1, 28, 28))
+    x = images()
+    torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+
+
+def test_the_torchvision_stand_in_matches_batch_norm_and_names_what_it_lacks():
+    from advlab.models.torchvision_standin import FrozenBatchNorm2d, _placeholder
+
+    torch.manual_seed(0)
+    bn = nn.BatchNorm2d(3).eval()
+    with torch.no_grad():
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        bn.weight.uniform_(0.5, 2)
+        bn.bias.uniform_(-1, 1)
+    frozen = FrozenBatchNorm2d(3)
+    frozen.load_state_dict(bn.state_dict())  # num_batches_tracked is dropped, not refused
+    x = torch.randn(2, 3, 4, 4)
+    torch.testing.assert_close(frozen(x), bn(x), rtol=1e-5, atol=1e-6)
+    missing = _placeholder("torchvision.transforms.Resize")
+    with pytest.raises(ModuleNotFoundError, match="torchvision.transforms.Resize needs torchvision"):
+        missing(224)
