@@ -15,7 +15,8 @@ rm -rf "$RUNS" && mkdir -p "$RUNS"
 step() { echo; echo "== $1"; }
 
 step "inspect"
-$ADVLAB inspect "${SPEC[@]}" --dataset "$DATA" --image-size 64 --json "$RUNS/inspect.json" | head -9
+$ADVLAB inspect "${SPEC[@]}" --dataset "$DATA" --image-size 64 --json "$RUNS/inspect.json" > "$RUNS/inspect.txt"
+sed -n '1,7p;$p' "$RUNS/inspect.txt"
 
 step "clean accuracy (advlab eval) on all test images of the subset"
 $ADVLAB eval "${SPEC[@]}" "${COMMON[@]}" --out "$RUNS/eval" | tail -2
