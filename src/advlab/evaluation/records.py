@@ -58,8 +58,8 @@ def weights_sha256(model: nn.Module) -> str:
     """SHA-256 over the model's state dict (names, dtypes, shapes and bytes), for models without a file."""
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        t = tensor.detach().cpu().contiguous().reshape(-1)  # 1-D: a 0-d tensor (BatchNorm's counter) has no byte view
+        digest.update(f"{name}|{t.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return digest.hexdigest()
 
