@@ -353,3 +353,16 @@ def test_the_torchvision_stand_in_matches_batch_norm_and_names_what_it_lacks():
     missing = _placeholder("torchvision.transforms.Resize")
     with pytest.raises(ModuleNotFoundError, match="torchvision.transforms.Resize needs torchvision"):
         missing(224)
+
+
+def test_foreign_models_are_recorded_by_their_weights_including_0d_buffers(tiny, tmp_path):
+    from advlab.evaluation.records import model_hash
+
+    path, model = tiny  # BatchNorm's num_batches_tracked is a 0-d tensor
+    first = model_hash(f"{path}:tiny", model)
+    onnx_file = tmp_path / "tiny.onnx"
+    onnx_file.write_bytes(b"same file, other normalization")
+    assert len(first) == 64 and model_hash(str(onnx_file), model) == first  # not the file's hash
+    with torch.no_grad():
+        model[0].bias.add_(1.0)
+    assert model_hash(f"{path}:tiny", model) != first
