@@ -78,7 +78,8 @@ def main() -> None:
     test_accuracy = accuracy(model, test)
     torch.save(net.state_dict(), out / f"{args.model}.pth")
     record = {"model": f"timm:{args.model}", "train_images": len(train), "test_images": len(test),
-              "image_size": args.image_size, "recipe": {**config.to_dict(), "model": f"timm:{args.model}"}, "history": history,
+              "image_size": args.image_size, "recipe": {**config.to_dict(), "model": f"timm:{args.model}"},
+              "history": history,
               "train_seconds": seconds, "test_accuracy": test_accuracy, "mean": list(mean), "std": list(std)}
     (out / "finetune.json").write_text(json.dumps(record, indent=1) + "\n")
     print(f"timm:{args.model} trained {args.epochs} epochs on {len(train)} images at {args.image_size} px in "

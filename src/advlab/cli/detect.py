@@ -1,4 +1,5 @@
-"""advlab detect: run a backdoor detector on representations you bring (.npy feature matrix + labels)."""
+"""advlab detect: run a backdoor detector on representations you bring (.npy feature matrix + labels);
+the command behind `advlab.detection.files.detect_files`."""
 
 from __future__ import annotations
 
@@ -6,10 +7,7 @@ import argparse
 import json
 import os
 import tempfile
-import zipfile
 from pathlib import Path
-
-import numpy as np
 
 from advlab.cli.common import (
     MODEL_SPEC_HELP,
@@ -23,7 +21,8 @@ from advlab.cli.common import (
     positive_int,
     resolve_model,
 )
-from advlab.detection import DETECTORS, detect
+from advlab.detection import DETECTORS
+from advlab.detection.files import check_budget, detect_arrays, detect_files
 from advlab.detection.representations import PENULTIMATE, describe_layer, extract_features
 from advlab.detection.spectre import MAX_K
 from advlab.errors import AdvlabError
@@ -61,23 +60,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def load_npy(path: str, what: str) -> np.ndarray:
-    """np.load without pickles; any unreadable file is a one-line user error."""
-    if not Path(path).is_file():
-        raise AdvlabError(f"{what} file {path} does not exist")
-    with open(path, "rb") as f:
-        if f.read(6) != b"\x93NUMPY":
-            raise AdvlabError(f"{path} is not a .npy file (no NumPy header); write the {what} with numpy.save")
-    try:
-        return np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        if "pickle" in str(exc):
-            raise AdvlabError(f"{path} holds Python objects, which are never unpickled; save a numeric array") from None
-        raise AdvlabError(f"{path} is not a readable .npy array ({str(exc).splitlines()[0][:120]})") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise AdvlabError(f"{path} is not a readable .npy array ({str(exc).splitlines()[0][:120]})") from None
-
-
 def check_destination(path: str) -> None:
     """Refuse an --out that cannot become a file, before any work: a folder, or a path under a file."""
     out = Path(path)
@@ -96,7 +78,7 @@ def check_destination(path: str) -> None:
             break
 
 
-def model_representations(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, dict]:
+def model_representations(args: argparse.Namespace):
     """Features of --dataset's --split images at --layer of --model, their labels, and what was used."""
     device = device_from(args)
     model, meta = resolve_model(args.model, args, device)
@@ -104,7 +86,7 @@ def model_representations(args: argparse.Namespace) -> tuple[np.ndarray, np.ndar
     check_model_fits(meta, data, args.model)
     layer = describe_layer(model, args.layer)
     print(f"representations: {len(data)} {args.split} images of {data.name}, {layer} of {args.model}")
-    features = extract_features(model, data, args.layer, device=device, progress=getattr(args, "progress", True))
+    features = extract_features(model, data, args.layer, device=device, progress=True)
     return features, data.labels.numpy(), {"model": args.model, "dataset": args.dataset, "split": args.split,
                                            "layer": args.layer, "layer_description": layer,
                                            "fingerprint": data.fingerprint}
@@ -112,40 +94,30 @@ def model_representations(args: argparse.Namespace) -> tuple[np.ndarray, np.ndar
 
 def run(args: argparse.Namespace) -> int:
     check_destination(args.out)
-    if args.poison_fraction is None and args.m is None and args.method != "clustering":
-        raise AdvlabError(f"--method {args.method} needs --poison-fraction or --m (the assumed number of poisons)")
-    source: dict = {"features": args.features}
-    if args.model:
-        if args.features or args.labels:
-            raise AdvlabError("give either --model (representations taken here) or --features and --labels")
-        features, labels, source = model_representations(args)
-    elif not (args.features and args.labels):
-        raise AdvlabError("give --features and --labels (.npy files), or --model with --dataset and --layer")
-    else:
-        features = load_npy(args.features, "features")
-        labels = load_npy(args.labels, "labels")
-    if features.dtype.kind not in "fiu":
-        raise AdvlabError(f"{args.features} must hold numbers, got dtype {features.dtype}")
     classes = None
     if args.classes:
         try:
             classes = [int(c) for c in args.classes.split(",")]
         except ValueError:
             raise AdvlabError(f"--classes must be comma-separated integers, got {args.classes!r}") from None
-    options: dict = {"poison_fraction": args.poison_fraction, "m": args.m, "classes": classes}
-    if args.method == "spectre":
-        options.update(k=args.k, max_k=args.max_k)
-    result = detect(args.method, features, labels, **options)
-    payload = {"method": args.method, **source, "n": int(len(result.scores)),
-               "poison_fraction": args.poison_fraction, "m": args.m, "removed_count": int(result.removed.sum()),
-               "removed": np.flatnonzero(result.removed).tolist(), "scores": result.scores.tolist(),
-               "per_class": {str(c): v for c, v in result.per_class.items()}}
+    if args.model:
+        if args.features or args.labels:
+            raise AdvlabError("give either --model (representations taken here) or --features and --labels")
+        check_budget(args.method, args.poison_fraction, args.m)
+        features, labels, source = model_representations(args)
+        payload = detect_arrays(args.method, features, labels, args.poison_fraction, args.m, classes, args.k,
+                                args.max_k, source)
+    elif not (args.features and args.labels):
+        raise AdvlabError("give --features and --labels (.npy files), or --model with --dataset and --layer")
+    else:
+        payload = detect_files(args.method, args.features, args.labels, args.poison_fraction, args.m, classes,
+                               args.k, args.max_k)
     try:
         atomic_write(args.out, lambda tmp: tmp.write_text(json.dumps(payload, indent=1) + "\n"))
     except OSError as exc:
         raise AdvlabError(f"could not write --out {args.out} ({exc.strerror or exc})") from None
     lines = [f"{args.method}: removed {payload['removed_count']} of {payload['n']} rows"]
-    for c, info in result.per_class.items():
+    for c, info in payload["per_class"].items():
         extra = f", k = {info['k']}" if "k" in info else ""
         extra += f", silhouette {info['silhouette']:.3f}, flagged {info['flagged']}" if "silhouette" in info else ""
         lines.append(f"  class {c}: {info['removed']} of {info['n']} removed{extra}")

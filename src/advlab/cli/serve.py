@@ -12,10 +12,8 @@ from advlab.cli.common import (
     port_number,
     positive_float,
     positive_int,
-    resolve_model,
+    spec_options,
 )
-from advlab.errors import AdvlabError
-from advlab.models import model_metadata
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +21,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Serve a classifier checkpoint: POST /predict takes a batch of images (JSON "
                        "arrays in [0, 1], base64 float32, or PNG) and returns probabilities or only labels; "
                        "GET /health describes the model. Queries are counted per client (token or address).")
-    p.add_argument("checkpoint", metavar="MODEL", help=MODEL_SPEC_HELP)
+    p.add_argument("checkpoint", metavar="MODEL", help=MODEL_SPEC_HELP.replace(" or architecture name (trained on "
+                   "--dataset once, then cached)", "") + "; foreign models without a declared input size need "
+                   "--input-size")
     add_model_spec_args(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, loopback only)")
     p.add_argument("--port", type=port_number, default=8000)
@@ -49,40 +49,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def build_app(args: argparse.Namespace):
-    from advlab.serve import create_app
+    """(app, CheckpointMeta) of the checkpoint with the command line's limits."""
+    from advlab.serve import app_from_checkpoint
 
-    model, meta = resolve_model(args.checkpoint, args, device_from(args))
-    info = model_metadata(meta, args.checkpoint)
-    if info.kind != "classifier":
-        raise AdvlabError(f"{args.checkpoint} holds a {info.architecture} {info.kind}; serve needs a classifier")
-    app = create_app(model, info.classes, labels_only=args.labels_only, token=args.token,
-                     query_budget=args.query_budget, max_batch=args.max_batch,
-                     max_body_bytes=int(args.max_body_mb * 2**20), input_shape=info.input_shape,
-                     max_bodies=getattr(args, "max_bodies", 4), body_timeout=getattr(args, "body_timeout", 30.0))
-    return app, info
-
-
-def _raise_open_file_limit() -> None:
-    """Every connection is a file descriptor: take the hard limit (the usual soft 1,024 would make a
-    thousand idle sockets refuse everyone else; the header timeout then closes them)."""
-    try:
-        import resource
-
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        wanted = hard if hard != resource.RLIM_INFINITY else 65536
-        if soft != resource.RLIM_INFINITY and soft < wanted:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-    except (ImportError, ValueError, OSError):  # not on this platform, or not allowed: keep the limit
-        pass
+    return app_from_checkpoint(args.checkpoint, device_from(args), spec_options(args), labels_only=args.labels_only,
+                               token=args.token,
+                               query_budget=args.query_budget, max_batch=args.max_batch,
+                               max_body_bytes=int(args.max_body_mb * 2**20), max_bodies=getattr(args, "max_bodies", 4),
+                               body_timeout=getattr(args, "body_timeout", 30.0))
 
 
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from advlab.serve import server_config
+    from advlab.serve import raise_open_file_limit, server_config
 
     app, info = build_app(args)
-    _raise_open_file_limit()
+    raise_open_file_limit()
     print(f"serving {info.architecture} ({info.dataset or '?'}) on http://{args.host}:{args.port} "
           f"({'labels only' if args.labels_only else 'probabilities'}"
           f"{', token required' if args.token else ''}"
