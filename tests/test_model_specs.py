@@ -366,3 +366,14 @@ def test_foreign_models_are_recorded_by_their_weights_including_0d_buffers(tiny,
     with torch.no_grad():
         model[0].bias.add_(1.0)
     assert model_hash(f"{path}:tiny", model) != first
+
+
+def test_certify_and_patch_take_a_foreign_spec(tiny, tmp_path):
+    """certify records a foreign model by its weights (BatchNorm's 0-d counter included); patch runs on it."""
+    path, _ = tiny
+    spec = [f"{path}:tiny", "--weights", str(path.parent / "w.pt")]
+    assert main(["certify", *spec, "--dataset", "mnist", "--sigma", "0.25", "--n0", "5", "--n", "20",
+                 "--n-images", "2", "--out", str(tmp_path / "c"), "--no-progress"]) == 0
+    assert json.loads((tmp_path / "c" / "metrics.json").read_text())
+    assert main(["patch", "--model", *spec, "--dataset", "mnist", "--sizes", "0.1", "--steps", "2", "--n-train", "8",
+                 "--n-test", "8", "--out", str(tmp_path / "p"), "--no-progress"]) == 0
