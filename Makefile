@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[test]'
+	# timm without its torchvision dependency: no torchvision build matches the pinned torch, and building a
+	# model needs none of it (advlab stands in for the names timm imports; docs/models.md)
+	$(BIN)/python -m pip install -q --no-deps 'timm>=1.0,<1.1'
 	touch $(STAMP)
 
 demo: $(STAMP)

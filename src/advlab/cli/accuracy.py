@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 
 from advlab.cli.common import (
+    MODEL_SPEC_HELP,
     add_data_args,
     add_device_arg,
+    add_model_spec_args,
     add_out_arg,
     add_progress_arg,
     check_model_fits,
@@ -26,7 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         p = sub.add_parser(name, help=summary,
                            description="Evaluate a classifier on a test split: accuracy, per-class accuracy and "
                            "the confusion matrix, written to a run folder with its report.")
-        p.add_argument("model", help="a .safetensors checkpoint, or an architecture name (its default recipe)")
+        p.add_argument("model", help=MODEL_SPEC_HELP)
+        add_model_spec_args(p)
         add_data_args(p)
         p.add_argument("--n", type=positive_int, default=None, help="evaluate the first N test images (default: all)")
         add_device_arg(p)

@@ -19,9 +19,11 @@ from advlab.attacks import WHITEBOX_ATTACKS, Attack, build_attack
 from advlab.attacks.base import NORMS
 from advlab.attacks.blackbox import BLACKBOX_ATTACKS
 from advlab.cli.common import (
+    MODEL_SPEC_HELP,
     add_blackbox_args,
     add_data_args,
     add_device_arg,
+    add_model_spec_args,
     add_oracle_args,
     add_out_arg,
     add_progress_arg,
@@ -53,8 +55,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        "figures and a report section. White-box attacks need --model; the black-box attacks "
                        f"({', '.join(BLACKBOX_ATTACKS)}) query --oracle URL (an `advlab serve` API) or an "
                        "in-process oracle of --model, and see only its outputs (as `advlab blackbox`).")
-    p.add_argument("--model", default=None, help="a .safetensors checkpoint, or an architecture name (its "
-                   "default recipe, trained once then cached)")
+    p.add_argument("--model", default=None, help=MODEL_SPEC_HELP)
+    add_model_spec_args(p)
     add_data_args(p)
     p.add_argument("--attack", default="pgd", choices=(*WHITEBOX_ATTACKS, *BLACKBOX_ATTACKS),
                    help="attack (default: %(default)s)")

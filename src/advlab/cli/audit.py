@@ -7,7 +7,9 @@ import csv
 from pathlib import Path
 
 from advlab.cli.common import (
+    MODEL_SPEC_HELP,
     add_device_arg,
+    add_model_spec_args,
     add_out_arg,
     add_progress_arg,
     check_model_fits,
@@ -18,12 +20,14 @@ from advlab.cli.common import (
     open_fraction,
     positive_int,
     seed_int,
+    spec_options,
 )
 from advlab.data import load_class_map
 from advlab.detection import DETECTORS
 from advlab.detection.audit import audit_folder, load_audit_folders
 from advlab.detection.representations import PENULTIMATE
-from advlab.models import architecture, load_checkpoint
+from advlab.models import architecture
+from advlab.models.spec import load_spec, spec_kind
 from advlab.report.backdoor_figures import projection_figure
 from advlab.report.run import RunDir
 from advlab.training import default_config
@@ -39,8 +43,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        "list of suspicious files with their scores (suspicious.csv in the run folder), the top-6 PCA "
                        "projection of each class, and optionally a model retrained without them.")
     p.add_argument("folder", help="the training folder: FOLDER/<class>/*.png|jpg, or FOLDER/train and FOLDER/test")
-    p.add_argument("--model", default=None, help="the model trained on the folder: an advlab checkpoint, or an "
-                   "architecture name advlab trains on it (default: the recipe chosen from the data)")
+    p.add_argument("--model", default=None, help="the model trained on the folder: " + MODEL_SPEC_HELP.replace(
+                   "(trained on --dataset once, then cached)", "(trained on the folder)") + " (default: advlab trains "
+                   "the recipe chosen from the data)")
+    add_model_spec_args(p)
     p.add_argument("--test", default=None, help="a folder of clean test images of the same classes (default: "
                    "FOLDER/test when there is one); needed to train or retrain")
     p.add_argument("--method", choices=sorted(DETECTORS), default="spectre", help="detector (default: %(default)s)")
@@ -82,8 +88,10 @@ def run(args: argparse.Namespace) -> int:
         data.class_index(args.target)  # an unknown class fails here, before any work
     device = device_from(args)
     model, config = None, None
-    if args.model is not None and (args.model.endswith(".safetensors") or Path(args.model).exists()):
-        module, meta = load_checkpoint(args.model, device)
+    if args.model is not None and spec_kind(args.model) is not None:
+        # any model spec: an advlab checkpoint, timm:NAME, a factory, TorchScript or ONNX
+        module, info = load_spec(args.model, spec_options(args), device, data.shape)
+        meta = info.metadata()
         check_model_fits(meta, data, args.model)
         model = (module, {**meta, "source": args.model})
         if args.retrain and meta.get("train_config"):

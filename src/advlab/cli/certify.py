@@ -15,6 +15,7 @@ import torch.distributed as dist
 from advlab.cli.common import (
     add_data_args,
     add_device_arg,
+    add_model_spec_args,
     add_out_arg,
     add_progress_arg,
     add_speed_args,
@@ -24,14 +25,16 @@ from advlab.cli.common import (
     open_fraction,
     positive_float,
     positive_int,
+    resolve_model,
     seed_int,
     speed_up,
 )
 from advlab.data import load_dataset
 from advlab.defenses.smoothing import noise_batch_size
+from advlab.errors import AdvlabError
 from advlab.evaluation.certified import DEFAULT_RADII
 from advlab.evaluation.certify_run import CertifySettings, certify_images, init_distributed, record_certification
-from advlab.models import load_checkpoint
+from advlab.models.spec import spec_kind
 from advlab.report.run import RunDir
 from advlab.report.sections import add_certify_section, write_records
 from advlab.runtime import autocast, resolve_device
@@ -43,7 +46,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        "al. 2019, CERTIFY): per image the prediction, the certified L2 radius or abstention, and "
                        "correctness; certified accuracy against radius as table, JSON and plot. Under torchrun the "
                        "images are sharded over the processes with the same results.")
-    p.add_argument("checkpoint", help="a .safetensors checkpoint (ideally noise-trained: advlab defend --method noise)")
+    p.add_argument("checkpoint", metavar="MODEL", help="a .safetensors checkpoint (ideally noise-trained: advlab "
+                   "defend --method noise) or any other model spec but an architecture name: timm:NAME, "
+                   "PATH.py:FUNCTION, package.module:FUNCTION (runs your code), TorchScript, .onnx")
+    add_model_spec_args(p)
     p.add_argument("--sigma", type=positive_float(), default=None,
                    help="noise level on the [0, 1] pixel scale (default: the sigma the checkpoint was trained at)")
     p.add_argument("--n0", type=positive_int, default=100, help="selection samples (default: %(default)s)")
@@ -76,11 +82,14 @@ def _run(args: argparse.Namespace, rank: int, world: int, local_rank: int) -> in
     device = resolve_device(args.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", local_rank)
-    model, meta = load_checkpoint(args.checkpoint, device)
+    if spec_kind(args.checkpoint) is None:
+        raise AdvlabError(f"{args.checkpoint} is not a model file or spec; certify a trained model (advlab defend "
+                          "--method noise --checkpoint FILE writes one)")
+    model, meta = resolve_model(args.checkpoint, args, device)
     model = speed_up(model, args)
     plan = CertifySettings(args.sigma, args.n0, args.n, args.alpha, args.n_images, args.skip,
                            args.seed).plan(meta, args.checkpoint)
-    dataset = args.dataset or meta.get("dataset", "mnist")
+    dataset = args.dataset or meta.get("dataset") or "mnist"
     full = load_dataset(dataset, "test", args.data_dir, **data_options(args))
     check_model_fits(meta, full, args.checkpoint)
     data, ids = plan.images(full)
@@ -105,7 +114,7 @@ def _run(args: argparse.Namespace, rank: int, world: int, local_rank: int) -> in
         run_dir.metrics = result.to_dict()
         write_records(run_dir.tmp / "certification.tsv", result)
         out = run_dir.commit()
-    record_certification(args.checkpoint, meta, data, result, plan, batch_size)
+    record_certification(args.checkpoint, meta, data, result, plan, batch_size, model)
     summary = result.summary()
     print(f"certified {len(result.records)} {dataset} images at sigma {plan.sigma:g} (n0={args.n0}, n={args.n}, "
           f"alpha={plan.alpha:g}) in {result.seconds:.1f} s ({result.images_per_second:.3f} images/s, "

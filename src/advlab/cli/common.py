@@ -12,11 +12,12 @@ import torch
 from torch import nn
 
 from advlab.attacks.blackbox import HttpOracle, LocalOracle, Oracle
-from advlab.data import ImageDataset, check_classes_fit, load_dataset
+from advlab.data import ImageDataset, dataset_info, load_dataset
 from advlab.data.folder import MAX_IMAGE_SIZE
 from advlab.errors import AdvlabError
 from advlab.evaluation.blackbox import BlackboxSettings, check_oracle_fits, run_blackbox
-from advlab.models import architecture, load_checkpoint, validate_metadata
+from advlab.models import SpecOptions, architecture, model_metadata
+from advlab.models import check_model_fits as models_check_fits
 from advlab.report.run import RunDir, check_run_destination
 from advlab.report.sections import add_blackbox_section, add_training_section
 from advlab.runtime import (
@@ -28,6 +29,7 @@ from advlab.runtime import (
     resolve_device,
 )
 from advlab.training import TrainConfig, choose_recipe, default_config, distributed, train_model
+from advlab.training import resolve_model as train_or_load
 from advlab.training.trainer import SCHEDULES
 
 
@@ -307,30 +309,96 @@ def data_line(*splits: ImageDataset) -> str:
                                 f"{d.meta.get('source', 'memory')}, fingerprint {d.fingerprint[:12]}" for d in splits)
 
 
+MODEL_SPEC_HELP = ("an advlab checkpoint (.safetensors) or architecture name (trained on --dataset once, then "
+                   "cached), timm:NAME (with --weights), PATH.py:FUNCTION or package.module:FUNCTION (a factory of "
+                   "your own code returning an nn.Module: advlab imports and runs that code), a TorchScript archive "
+                   "or an .onnx file (docs/models.md)")
+
+
+def add_model_spec_args(parser: argparse.ArgumentParser) -> None:
+    """The options that complete a model spec (timm, factory, TorchScript, ONNX); shared by every
+    command that takes a model, and applied to each spec the command is given."""
+    if any("--weights" in action.option_strings for action in parser._actions):
+        return
+    group = parser.add_argument_group("model spec", "what a foreign model spec cannot tell by itself "
+                                      "(see `advlab inspect`)")
+    group.add_argument("--weights", default=None, help="weights for timm:NAME or a factory: a .safetensors file or a "
+                       "PyTorch state dict (.pt/.pth, read with weights_only: never unpickled beyond tensors)")
+    group.add_argument("--mean", type=channel_values, default=None, help="the model expects normalized input: "
+                       "put Normalize(mean, std) in front (comma-separated, one value or one per channel; timm "
+                       "models take their config's unless given)")
+    group.add_argument("--std", type=channel_values, default=None, help="see --mean")
+    group.add_argument("--num-classes", type=positive_int, default=None,
+                       help="classes the model predicts (timm: the head to build; default: from the weights)")
+    group.add_argument("--input-size", type=input_size, default=None, help="image shape the model takes: SIZE or "
+                       "CxHxW, e.g. 3x224x224 (default: from the spec, else the data)")
+    group.add_argument("--class-names", default=None, help="text file, one class name per line, in the order of the "
+                       "model's outputs")
+
+
+def channel_values(text: str) -> tuple[float, ...]:
+    values = tuple(_number(part, "comma-separated numbers") for part in text.split(",") if part.strip())
+    if not 1 <= len(values) <= 64:
+        raise argparse.ArgumentTypeError(f"expected 1 to 64 comma-separated numbers, got {text!r}")
+    return values
+
+
+def input_size(text: str) -> tuple[int, ...]:
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected SIZE or CxHxW (e.g. 224 or 3x224x224), got {text!r}") from None
+    if len(values) not in (1, 3) or min(values) < 1 or max(values[-2:]) > MAX_IMAGE_SIZE or values[0] > 64:
+        raise argparse.ArgumentTypeError(f"expected SIZE or CxHxW with sides 1..{MAX_IMAGE_SIZE} and 1..64 "
+                                         f"channels, got {text!r}")
+    return tuple(values)
+
+
+def spec_options(args: argparse.Namespace) -> SpecOptions:
+    """The model-spec options of a command line (all None for a command without them)."""
+    size = getattr(args, "input_size", None)
+    shape = None
+    if size is not None:
+        shape = tuple(size) if len(size) == 3 else (_data_channels(args) or 3, size[0], size[0])
+    return SpecOptions(weights=getattr(args, "weights", None), mean=getattr(args, "mean", None),
+                       std=getattr(args, "std", None), num_classes=getattr(args, "num_classes", None),
+                       input_shape=shape, class_names=getattr(args, "class_names", None))
+
+
+def _data_channels(args: argparse.Namespace) -> int | None:
+    shape = data_shape(args)
+    return shape[0] if shape else None
+
+
+def data_shape(args: argparse.Namespace) -> tuple[int, int, int] | None:
+    """(C, H, W) of the command's data without reading it: a foreign model's input shape by default."""
+    dataset = getattr(args, "dataset", None)
+    if not dataset:
+        return None
+    if dataset.startswith("folder:"):
+        size = getattr(args, "image_size", None)  # None: the folder's own size, unknown until it is read
+        return None if size is None else (getattr(args, "channels", None) or 3, size, size)
+    try:
+        channels, height, width, _ = dataset_info(dataset)
+    except AdvlabError:
+        return None
+    return channels, height, width
+
+
 def resolve_model(spec: str, args: argparse.Namespace, device: torch.device) -> tuple[nn.Module, dict]:
-    """A checkpoint path, or an architecture name meaning its default recipe on --dataset (trained once,
-    then taken from the cache)."""
-    if spec.endswith(".safetensors") or Path(spec).exists():
-        return load_checkpoint(spec, device)
-    architecture(spec)  # unknown names fail here with the list of choices
-    train_data = dataset_split(args, "train")
-    config = default_config(args.dataset, data=train_data, model=spec)
-    # the data as this command reads it (a folder's --image-size and --channels included), so the model
-    # is trained on, and cached for, exactly that data
-    model, meta, _, _ = train_model(config, device, args.data_dir, progress=getattr(args, "progress", True),
-                                    train_data=train_data, test_data=dataset_split(args, "test"))
-    return model, meta
+    """Any model spec (advlab.training.resolve_model): an architecture name is trained on the data as this
+    command reads it (a folder's --image-size and --channels included), so it is cached for exactly that data."""
+    dataset = getattr(args, "dataset", None)
+    return train_or_load(spec, device, spec_options(args), dataset=dataset or "mnist",
+                         data=(lambda split: dataset_split(args, split)) if dataset else None,
+                         data_dir=getattr(args, "data_dir", None),
+                         progress=getattr(args, "progress", True), default_shape=data_shape(args))
 
 
 def check_model_fits(meta: dict, data: ImageDataset, source: str) -> None:
     """Refuse a model trained on another image shape or number of classes than the data."""
-    info = validate_metadata(meta, source)
-    if info.input_shape != data.shape:
-        raise AdvlabError(f"{source} takes images of shape {info.input_shape} ({info.dataset or '?'}) but {data.name} "
-                          f"images are {data.shape}; pass the matching --dataset (a folder: --image-size "
-                          f"{info.input_shape[-1]} --channels {info.input_shape[0]})")
-    if info.kind == "classifier":
-        check_classes_fit(data, info.num_classes, source)
+    models_check_fits(meta, data, source)
 
 
 def device_from(args: argparse.Namespace) -> torch.device:
@@ -379,7 +447,8 @@ def add_oracle_args(parser: argparse.ArgumentParser, model_choice: bool = True) 
     if model_choice:
         where = parser.add_mutually_exclusive_group(required=True)
         where.add_argument("--oracle", metavar="URL", help="URL of an `advlab serve` prediction API")
-        where.add_argument("--model", help="a .safetensors checkpoint or architecture name: an in-process oracle")
+        where.add_argument("--model", help="an in-process oracle of any model spec: " + MODEL_SPEC_HELP)
+        add_model_spec_args(parser)
     else:
         parser.add_argument("--oracle", metavar="URL", default=None,
                             help="URL of an `advlab serve` prediction API to attack black-box")
@@ -417,7 +486,7 @@ def make_oracle(args: argparse.Namespace, device: torch.device, budget: bool = T
     if not args.model:
         raise AdvlabError("give --oracle URL (an `advlab serve` API) or --model for an in-process oracle")
     model, meta = resolve_model(args.model, args, device)
-    info = validate_metadata(meta, args.model)
+    info = model_metadata(meta, args.model)
     if info.kind != "classifier":
         raise AdvlabError(f"{args.model} is a {info.architecture} {info.kind}; an oracle needs a classifier")
     return (LocalOracle(model, labels_only=args.labels_only, budget=limit, input_shape=info.input_shape),

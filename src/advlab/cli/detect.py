@@ -9,9 +9,21 @@ import os
 import tempfile
 from pathlib import Path
 
-from advlab.cli.common import open_fraction, positive_int
+from advlab.cli.common import (
+    MODEL_SPEC_HELP,
+    add_data_args,
+    add_device_arg,
+    add_model_spec_args,
+    check_model_fits,
+    dataset_split,
+    device_from,
+    open_fraction,
+    positive_int,
+    resolve_model,
+)
 from advlab.detection import DETECTORS
-from advlab.detection.files import detect_files
+from advlab.detection.files import check_budget, detect_arrays, detect_files
+from advlab.detection.representations import PENULTIMATE, describe_layer, extract_features
 from advlab.detection.spectre import MAX_K
 from advlab.errors import AdvlabError
 from advlab.runtime import atomic_write
@@ -22,8 +34,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        "clustering)", description="Backdoor detection on your own representations: F.npy holds "
                        "an (n, d) feature matrix (one row per training image, e.g. a middle layer flattened), "
                        "L.npy the n training labels. Writes a score per row and the rows to remove.")
-    p.add_argument("--features", required=True, help="(n, d) .npy feature matrix")
-    p.add_argument("--labels", required=True, help="(n,) .npy integer labels")
+    p.add_argument("--features", default=None, help="(n, d) .npy feature matrix")
+    p.add_argument("--labels", default=None, help="(n,) .npy integer labels")
+    p.add_argument("--model", default=None, help="instead of --features/--labels: take the representations of "
+                   "--dataset's --split images at --layer of this model (any spec: " + MODEL_SPEC_HELP + ")")
+    add_model_spec_args(p)
+    add_data_args(p)
+    p.add_argument("--split", choices=("train", "test"), default="train",
+                   help="with --model: the split to scan (default: %(default)s)")
+    p.add_argument("--n", type=positive_int, default=None, help="with --model: the first N images (default: all)")
+    p.add_argument("--layer", default=PENULTIMATE, help="with --model: 'penultimate' (the input of the last linear "
+                   "layer) or a layer name listed by advlab inspect (default: %(default)s)")
+    add_device_arg(p)
     p.add_argument("--method", choices=sorted(DETECTORS), default="spectre", help="detector (default: %(default)s)")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--poison-fraction", type=open_fraction, default=None,
@@ -56,6 +78,20 @@ def check_destination(path: str) -> None:
             break
 
 
+def model_representations(args: argparse.Namespace):
+    """Features of --dataset's --split images at --layer of --model, their labels, and what was used."""
+    device = device_from(args)
+    model, meta = resolve_model(args.model, args, device)
+    data = dataset_split(args, args.split, args.n)
+    check_model_fits(meta, data, args.model)
+    layer = describe_layer(model, args.layer)
+    print(f"representations: {len(data)} {args.split} images of {data.name}, {layer} of {args.model}")
+    features = extract_features(model, data, args.layer, device=device, progress=True)
+    return features, data.labels.numpy(), {"model": args.model, "dataset": args.dataset, "split": args.split,
+                                           "layer": args.layer, "layer_description": layer,
+                                           "fingerprint": data.fingerprint}
+
+
 def run(args: argparse.Namespace) -> int:
     check_destination(args.out)
     classes = None
@@ -64,8 +100,18 @@ def run(args: argparse.Namespace) -> int:
             classes = [int(c) for c in args.classes.split(",")]
         except ValueError:
             raise AdvlabError(f"--classes must be comma-separated integers, got {args.classes!r}") from None
-    payload = detect_files(args.method, args.features, args.labels, args.poison_fraction, args.m, classes, args.k,
-                           args.max_k)
+    if args.model:
+        if args.features or args.labels:
+            raise AdvlabError("give either --model (representations taken here) or --features and --labels")
+        check_budget(args.method, args.poison_fraction, args.m)
+        features, labels, source = model_representations(args)
+        payload = detect_arrays(args.method, features, labels, args.poison_fraction, args.m, classes, args.k,
+                                args.max_k, source)
+    elif not (args.features and args.labels):
+        raise AdvlabError("give --features and --labels (.npy files), or --model with --dataset and --layer")
+    else:
+        payload = detect_files(args.method, args.features, args.labels, args.poison_fraction, args.m, classes,
+                               args.k, args.max_k)
     try:
         atomic_write(args.out, lambda tmp: tmp.write_text(json.dumps(payload, indent=1) + "\n"))
     except OSError as exc:

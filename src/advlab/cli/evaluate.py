@@ -20,8 +20,10 @@ import json
 import time
 
 from advlab.cli.common import (
+    MODEL_SPEC_HELP,
     add_data_args,
     add_device_arg,
+    add_model_spec_args,
     add_out_arg,
     add_progress_arg,
     add_speed_args,
@@ -56,7 +58,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        "gradients (single-step beating iterative, accuracy rising with eps, an unbounded attack "
                        "not reaching 0%%, zero input gradients, black-box beating white-box).")
     p.add_argument("models", nargs="*", metavar="CHECKPOINT",
-                   help="one or more .safetensors checkpoints (or architecture names: their default recipe)")
+                   help="one or more model specs: " + MODEL_SPEC_HELP + "; the model-spec options apply to each")
+    add_model_spec_args(p)
     add_data_args(p)
     p.add_argument("--suite", default="classic", choices=SUITES,
                    help="classic: FGSM and PGD (CE, C&W margin) with restarts; standard: APGD-CE, APGD-T, FAB-T, "

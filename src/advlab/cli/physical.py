@@ -10,7 +10,9 @@ import argparse
 
 from advlab.attacks.physical import PrintPhotoSimulation, PrintPhotoTransforms
 from advlab.cli.common import (
+    MODEL_SPEC_HELP,
     add_data_args,
+    add_model_spec_args,
     add_run_args,
     check_model_fits,
     dataset_split,
@@ -34,8 +36,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        "Transformation PGD, pass the results through a print-and-photo simulation that no attack "
                        "optimized (real JPEG, resampling, gamma, colour, noise, crops, rotations) and report "
                        "Kurakin et al.'s destruction rate next to their photographed figures.")
-    p.add_argument("--model", default=None, help="a checkpoint or an architecture name (default: mnist_cnn on "
-                   "mnist, cifar_cnn on cifar10)")
+    p.add_argument("--model", default=None, help=MODEL_SPEC_HELP + " (default: mnist_cnn on mnist, cifar_cnn on "
+                   "cifar10)")
+    add_model_spec_args(p)
     p.add_argument("--attack", default="fgsm,pgd,eot", help="comma-separated: fgsm, pgd, eot, bim (Kurakin et al.'s "
                    "basic iterative method) (default: %(default)s)")
     p.add_argument("--eps", type=number_list, default=None, help="Linf budgets, e.g. 0.1,0.2,0.3 or 4/255,8/255 "
@@ -56,7 +59,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        "onto any image and photographed, makes the classifier predict the target class; report its "
                        "success on held-out images and placements, digitally and after the print-and-photo "
                        "simulation, against a random patch of the same size.")
-    q.add_argument("--model", default=None, help="a checkpoint or an architecture name (default: the data set's)")
+    q.add_argument("--model", default=None, help=MODEL_SPEC_HELP + " (default: the data set's)")
+    add_model_spec_args(q)
     q.add_argument("--target", default="0", help="target class, by name or index (default: %(default)s)")
     q.add_argument("--sizes", type=number_list, default=[0.05, 0.1, 0.15, 0.2],
                    help="patch sizes as shares of the image area (default: 0.05,0.1,0.15,0.2)")

@@ -20,7 +20,9 @@ from advlab.attacks.physical.eot3d import compare_textures
 from advlab.attacks.physical.render import SHAPES, ViewDistribution
 from advlab.attacks.physical.tshirt import MAX_STRENGTH, ClothDeformation, compare_tshirts, strength_grid
 from advlab.cli.common import (
+    MODEL_SPEC_HELP,
     add_data_args,
+    add_model_spec_args,
     add_run_args,
     check_model_fits,
     dataset_split,
@@ -56,7 +58,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        "class by Expectation over Transformation within an Linf bound, and measure the share of "
                        "held-out random viewpoints classified as the target and as the true class for the original "
                        "texture, a texture optimized on one fixed view, and the EOT texture.")
-    p.add_argument("--model", default=None, help="a checkpoint or an architecture name (default: cifar_cnn on "
+    add_model_spec_args(p)
+    p.add_argument("--model", default=None, help="a model spec (see advlab attack --help) (default: cifar_cnn on "
                    "cifar10, trained once and cached)")
     p.add_argument("--object-class", default="frog", help="the object's true class; its texture is a training image "
                    "of that class wrapped around it (default: %(default)s)")
@@ -94,7 +97,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        "so that the classifier no longer sees that class (or sees --target); compare it with the same "
                        "patch trained with rigid transformations only, on held-out images, with and without "
                        "deformation, and against the deformation strength.")
-    q.add_argument("--model", default=None, help="a checkpoint or an architecture name (default: the data set's)")
+    q.add_argument("--model", default=None, help=MODEL_SPEC_HELP + " (default: the data set's)")
+    add_model_spec_args(q)
     q.add_argument("--wearer", default="automobile", help="the class wearing the patch, by name or index (default: "
                    "%(default)s)")
     q.add_argument("--target", default=None, help="make the wearer read as this class (default: evasion, any "

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from advlab.cli.common import add_device_arg, device_from, port_number, positive_float, positive_int
+from advlab.cli.common import (
+    MODEL_SPEC_HELP,
+    add_device_arg,
+    add_model_spec_args,
+    device_from,
+    port_number,
+    positive_float,
+    positive_int,
+    spec_options,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -12,7 +21,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Serve a classifier checkpoint: POST /predict takes a batch of images (JSON "
                        "arrays in [0, 1], base64 float32, or PNG) and returns probabilities or only labels; "
                        "GET /health describes the model. Queries are counted per client (token or address).")
-    p.add_argument("checkpoint", help="a .safetensors checkpoint written by advlab")
+    p.add_argument("checkpoint", metavar="MODEL", help=MODEL_SPEC_HELP.replace(" or architecture name (trained on "
+                   "--dataset once, then cached)", "") + "; foreign models without a declared input size need "
+                   "--input-size")
+    add_model_spec_args(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, loopback only)")
     p.add_argument("--port", type=port_number, default=8000)
     p.add_argument("--labels-only", action="store_true", help="answer only the top label (decision-based oracle)")
@@ -40,7 +52,8 @@ def build_app(args: argparse.Namespace):
     """(app, CheckpointMeta) of the checkpoint with the command line's limits."""
     from advlab.serve import app_from_checkpoint
 
-    return app_from_checkpoint(args.checkpoint, device_from(args), labels_only=args.labels_only, token=args.token,
+    return app_from_checkpoint(args.checkpoint, device_from(args), spec_options(args), labels_only=args.labels_only,
+                               token=args.token,
                                query_budget=args.query_budget, max_batch=args.max_batch,
                                max_body_bytes=int(args.max_body_mb * 2**20), max_bodies=getattr(args, "max_bodies", 4),
                                body_timeout=getattr(args, "body_timeout", 30.0))

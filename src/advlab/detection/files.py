@@ -36,17 +36,31 @@ def detect_files(method: str, features_path: str, labels_path: str, poison_fract
 
     Returns the payload `advlab detect` writes: the score of every row, the rows to remove, and each
     scanned class's details (SPECTRE's k, clustering's silhouette)."""
-    if poison_fraction is None and m is None and method != "clustering":
-        raise AdvlabError(f"--method {method} needs --poison-fraction or --m (the assumed number of poisons)")
+    check_budget(method, poison_fraction, m)
     features = load_npy(features_path, "features")
     labels = load_npy(labels_path, "labels")
     if features.dtype.kind not in "fiu":
         raise AdvlabError(f"{features_path} must hold numbers, got dtype {features.dtype}")
+    return detect_arrays(method, features, labels, poison_fraction, m, classes, k, max_k,
+                         source={"features": features_path})
+
+
+def check_budget(method: str, poison_fraction: float | None, m: int | None) -> None:
+    if poison_fraction is None and m is None and method != "clustering":
+        raise AdvlabError(f"--method {method} needs --poison-fraction or --m (the assumed number of poisons)")
+
+
+def detect_arrays(method: str, features: np.ndarray, labels: np.ndarray, poison_fraction: float | None = None,
+                  m: int | None = None, classes: list[int] | None = None, k: int | None = None,
+                  max_k: int | None = None, source: dict | None = None) -> dict:
+    """detect_files on arrays in memory (e.g. representations taken from a model's named layer);
+    ``source`` says where they came from and is copied into the payload."""
+    check_budget(method, poison_fraction, m)
     options: dict = {"poison_fraction": poison_fraction, "m": m, "classes": classes}
     if method == "spectre":
         options.update(k=k, max_k=max_k)
     result = detect(method, features, labels, **options)
-    return {"method": method, "features": features_path, "n": int(len(result.scores)),
+    return {"method": method, **(source or {}), "n": int(len(result.scores)),
             "poison_fraction": poison_fraction, "m": m, "removed_count": int(result.removed.sum()),
             "removed": np.flatnonzero(result.removed).tolist(), "scores": result.scores.tolist(),
             "per_class": {str(c): v for c, v in result.per_class.items()}}

@@ -19,8 +19,8 @@ from advlab.data import ImageDataset
 from advlab.defenses.smoothing import Smooth
 from advlab.errors import AdvlabError, check_range
 from advlab.evaluation.certified import CertificationResult, certify_dataset
-from advlab.evaluation.records import RecordStore, data_sha256, file_sha256, model_summary, recorded
-from advlab.models import validate_metadata
+from advlab.evaluation.records import RecordStore, data_sha256, file_sha256, model_hash, model_summary, recorded
+from advlab.models import model_metadata
 from advlab.runtime import cache_dir
 
 
@@ -45,7 +45,7 @@ class CertifySettings:
             raise AdvlabError(f"{source} was not noise-trained; give the noise level with --sigma")
         return CertifyPlan(self, check_range(sigma, "--sigma", 0.0, 10.0, lo_open=True), trained,
                            check_range(self.alpha, "--alpha", 0.0, 0.5, lo_open=True),
-                           validate_metadata(meta, source).num_classes)
+                           model_metadata(meta, source).num_classes)
 
 
 @dataclass(frozen=True)
@@ -90,12 +90,14 @@ def certify_images(model: nn.Module, plan: CertifyPlan, data: ImageDataset, ids:
 
 
 def record_certification(checkpoint: str, meta: dict, data: ImageDataset, result: CertificationResult,
-                         plan: CertifyPlan, batch_size: int) -> None:
-    """Write the certificate into the evaluation records (advlab leaderboard shows it)."""
+                         plan: CertifyPlan, batch_size: int, model: nn.Module | None = None) -> None:
+    """Write the certificate into the evaluation records (advlab leaderboard shows it); keyed by the
+    checkpoint file, or by the model's weights for a foreign model spec (pass model)."""
     s = plan.settings
     settings = {"norm": "l2", "sigma": plan.sigma, "n0": s.n0, "n": s.n, "alpha": plan.alpha, "skip": s.skip,
                 "images": len(data), "seed": s.seed, "batch_size": batch_size}
     summary = {k: v for k, v in result.summary().items() if k not in ("seconds", "images_per_second")}
     label = f"{meta['architecture']} ({(meta.get('recipe') or {}).get('method', 'standard')})"
-    recorded(RecordStore(), file_sha256(checkpoint), "certify", settings, data_sha256(data.images, data.labels),
+    key = model_hash(checkpoint, model) if model is not None else file_sha256(checkpoint)
+    recorded(RecordStore(), key, "certify", settings, data_sha256(data.images, data.labels),
              model_summary(meta, label, str(checkpoint)), lambda: {**summary, "seconds": result.seconds}, force=True)

@@ -58,8 +58,8 @@ def weights_sha256(model: nn.Module) -> str:
     """SHA-256 over the model's state dict (names, dtypes, shapes and bytes), for models without a file."""
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        t = tensor.detach().cpu().contiguous().reshape(-1)  # 1-D: a 0-d tensor (BatchNorm's counter) has no byte view
+        digest.update(f"{name}|{t.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return digest.hexdigest()
 
@@ -188,9 +188,10 @@ def model_summary(meta: dict, label: str, source: str) -> dict:
 
 
 def model_hash(spec: str, model: nn.Module) -> str:
-    """The checkpoint file's SHA-256 when spec is a file, else that of the weights."""
+    """An advlab checkpoint file's SHA-256, else that of the weights (a foreign model's file alone does not
+    tell what was put in front of it, such as --mean/--std's Normalize)."""
     path = Path(spec)
-    return file_sha256(path) if path.is_file() else weights_sha256(model)
+    return file_sha256(path) if path.is_file() and path.suffix == ".safetensors" else weights_sha256(model)
 
 
 def recorded(store: RecordStore, model_hash: str, protocol: str, settings: dict, data_hash: str, model: dict,

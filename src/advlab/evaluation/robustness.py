@@ -98,7 +98,9 @@ class EvaluationSettings:
 
 
 def recipe_label(meta: dict) -> str:
-    """A short name for a checkpoint from the recipe it records."""
+    """A short name for a checkpoint from the recipe it records (a foreign model: its architecture)."""
+    if meta.get("spec_kind") not in (None, "advlab"):
+        return meta["architecture"]
     recipe = meta.get("recipe") or {"method": "standard"}
     settings = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in recipe.items()
                          if k != "method")

@@ -37,7 +37,7 @@ from torch import nn
 from advlab import __version__
 from advlab.attacks.blackbox.oracle import model_answers
 from advlab.errors import AdvlabError, check_images
-from advlab.models import CheckpointMeta, load_model
+from advlab.models import CheckpointMeta, SpecOptions, load_spec, model_metadata
 from advlab.serve.decode import Refusal, decode_body, decode_body_safely, follow_server
 
 DEFAULT_MAX_BATCH = 256
@@ -226,10 +226,13 @@ def create_app(model: nn.Module, classes: list[str], labels_only: bool = False, 
     return app
 
 
-def app_from_checkpoint(path: str, device: torch.device | str = "cpu", **options) -> tuple[FastAPI, CheckpointMeta]:
-    """The prediction API for a classifier checkpoint (its class names and input shape from the typed
-    metadata); options are create_app's (labels_only, token, query_budget, max_batch, ...)."""
-    model, info = load_model(path, device)
+def app_from_checkpoint(path: str, device: torch.device | str = "cpu", spec_options: SpecOptions | None = None,
+                        **options) -> tuple[FastAPI, CheckpointMeta]:
+    """The prediction API for a classifier checkpoint or any other model spec (advlab.models.load_spec;
+    its class names and input shape from the typed metadata); options are create_app's (labels_only,
+    token, query_budget, max_batch, ...)."""
+    model, resolved = load_spec(path, spec_options, device)
+    info = model_metadata(resolved.metadata(), path)
     if info.kind != "classifier":
         raise AdvlabError(f"{path} holds a {info.architecture} {info.kind}; serve needs a classifier")
     return create_app(model, info.classes, input_shape=info.input_shape, **options), info
