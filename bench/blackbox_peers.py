@@ -181,6 +181,9 @@ def main() -> None:
     p.add_argument("--libraries", default="advlab,art")
     p.add_argument("--attacks", default="square,hopskipjump")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (each library, each seed)")
+    p.add_argument("--merge", default=None,
+                   help="an earlier output on the same model and images: its results for the attack/library pairs "
+                   "not run now are kept")
     p.add_argument("--out", required=True)
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -194,8 +197,15 @@ def main() -> None:
     with torch.no_grad():
         correct = model(x).argmax(1) == y
     x, y = x[correct][:args.n], y[correct][:args.n]
+    from advlab.attacks import PGD
+
+    # the white-box reference on the same images: PGD-100 (step 2.5 eps/100, cross-entropy)
+    whitebox = PGD(eps=args.eps, steps=100, step_size=2.5 * args.eps / 100, norm="linf")(model, x, y)
+    print(f"{args.name}: white-box PGD-100 success {float(whitebox.success.float().mean()):.3f} on {len(x)} images",
+          flush=True)
     out = {"model": args.name, "checkpoint": str(args.checkpoint), "test_accuracy": meta.get("test_accuracy"),
            "images": len(x), "offset": args.offset, "eps": args.eps, "p_init": args.p_init,
+           "whitebox_pgd100_success": float(whitebox.success.float().mean()),
            "init_evals": args.init_evals, "max_evals": args.max_evals,
            "advlab_gamma": args.gamma, "advlab_eps_probe": not args.no_eps_probe, "budgets": args.budget,
            "results": {}}
@@ -221,6 +231,15 @@ def main() -> None:
                 print(f"{args.name} {attack_name} {library} seed {seed}: success {s['success_rate']:.3f}, median "
                       f"queries {s['median_queries']}, median Linf at {budget}: "
                       f"{s['median_distance_at'][str(budget)]:.4f}, {run['seconds']:.0f} s", flush=True)
+    if args.merge:
+        earlier = json.loads(Path(args.merge).read_text())
+        same = all(earlier.get(k) == out[k] for k in ("images", "offset", "eps", "budgets"))
+        if not same:
+            raise SystemExit(f"{args.merge} was run on other images, eps or budgets; not merged")
+        ran = {key.rsplit("/", 1)[0] for key in out["results"]}
+        kept = {k: v for k, v in earlier["results"].items() if k.rsplit("/", 1)[0] not in ran}
+        out["results"] = {**kept, **out["results"]}
+        out["merged_from"] = {"file": Path(args.merge).name, "kept": sorted(kept)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1))
 

@@ -67,14 +67,16 @@ def main() -> None:
     names = [a.strip() for a in args.substitutes.split(",") if a.strip()]
     evaluations = len(eps_list) * (len(names) + (len(names) > 1)) * 3 * 2 * args.n_eval + len(names) * args.n_eval
     app = create_app(model, test.classes, labels_only=True, token=["attacker", "evaluator"],
-                     query_budget=max(args.labels, evaluations), input_shape=tuple(test.shape))
+                     query_budget=max(args.labels, evaluations), input_shape=tuple(test.shape),
+                     max_batch=64)  # bodies under 1 MiB: parsed in the server process, no worker to start
     out = {"oracle": str(args.model), "oracle_test_accuracy": meta.get("test_accuracy"), "dataset": args.dataset,
            "labels": args.labels, "substitutes": names, "epochs": args.epochs, "n_eval": args.n_eval,
            "eval_images": [args.labels, args.labels + args.n_eval], "eps": eps_list, "results": []}
     start = time.perf_counter()
     with running_server(app) as url:
-        attacker = HttpOracle(url, token="attacker", budget=args.labels)
-        evaluator = HttpOracle(url, token="evaluator")
+        # generous timeouts: the server shares a busy CPU with the substitutes' training
+        attacker = HttpOracle(url, token="attacker", budget=args.labels, timeout=600)
+        evaluator = HttpOracle(url, token="evaluator", timeout=600)
         trainer = SubstituteTraining(architecture=names[0], dataset=args.dataset, rounds=0, epochs=args.epochs,
                                      seed=args.seed)
         first, history = trainer.train(attacker, pool_x, progress=True)
