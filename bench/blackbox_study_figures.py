@@ -179,7 +179,7 @@ def main() -> None:
         transfer_figure(transfers, out / "substitute_transfer_methods.png")
     peers = RESULTS / "blackbox_peers"
     names = (("standard mnist_cnn", "mnist_cnn_standard.json"),
-             ("fast adversarially trained small_cnn", "small_cnn_fast.json"))
+             ("fast-trained small_cnn", "small_cnn_fast.json"))
     found = {t: peers / f for t, f in names if (peers / f).is_file()}
     if found:
         peers_figure(found, out / "peers_square_hsj.png")

@@ -249,11 +249,17 @@ def test_substitute_rounds_count_labels_and_stay_within_the_budget(lenet_mnist, 
 
 
 def test_ensemble_averages_logits_and_input_diversity_keeps_the_bound(lenet_mnist, mnist_batch):
+    from advlab.attacks import FGSM
     from advlab.attacks.mifgsm import MIFGSM, input_diversity
 
     a, b = _linear_substitute(), nn.Sequential(nn.Flatten(), nn.Linear(16, 3)).eval()
     z = torch.rand(4, 1, 4, 4)
     assert torch.allclose(SubstituteEnsemble([a, b])(z), (a(z) + b(z)) / 2)
+    with_norm = SubstituteEnsemble([nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(),
+                                                  nn.LazyLinear(3)).eval(), a])
+    with_norm(z)
+    FGSM(eps=0.1)(with_norm, z, torch.zeros(4, dtype=torch.long))
+    assert not any(m.training for m in with_norm.modules())  # members stay in eval mode after an attack
     x, y = mnist_batch
     g = torch.Generator().manual_seed(0)
     shrunk = input_diversity(x[:4], 1.0, 0.8, g)
