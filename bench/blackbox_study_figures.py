@@ -130,6 +130,42 @@ def substitute_runs_figure(runs: dict[str, Path], out: Path) -> None:
     plt.close(fig)
 
 
+def http_methods_figure(paths: dict[str, Path], out: Path, extra: dict[str, list[dict]] | None = None) -> None:
+    """Transfer rate per substitute and crafting attack (bench/substitute_http.py), one panel per data
+    set and eps; extra: further result rows per data set (e.g. an `advlab substitute` run's final)."""
+    panels = []
+    for title, path in paths.items():
+        data = json.loads(path.read_text())
+        data["results"] += (extra or {}).get(title, [])
+        for eps in data["eps"]:
+            panels.append((title, data, eps))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4), squeeze=False)
+    for ax, (title, data, eps) in zip(axes[0], panels, strict=True):
+        rows = [r for r in data["results"] if r["eps"] == eps]
+        subs = list(dict.fromkeys(r["substitute"] for r in rows))
+        attacks = list(dict.fromkeys(r["attack"] for r in rows))
+        width = 0.8 / len(attacks)
+        for k, attack in enumerate(attacks):
+            found = [(i, next((r["transfer_rate"] for r in rows if r["substitute"] == s and r["attack"] == attack),
+                              None)) for i, s in enumerate(subs)]
+            found = [(i, rate) for i, rate in found if rate is not None]
+            bars = ax.bar([i + k * width for i, _ in found], [rate for _, rate in found], width,
+                          label=attack, color=f"C{k}")
+            ax.bar_label(bars, fmt="%.2f", fontsize=7)
+        accuracy = {r["substitute"]: r["substitute_accuracy"] for r in rows}
+        ax.set_xticks([i + width * (len(attacks) - 1) / 2 for i in range(len(subs))],
+                      [f"{s}\n(acc {accuracy[s]:.2f})" for s in subs], fontsize=8)
+        ax.set_ylim(0, 1.05)
+        ax.axhline(0.8, color="gray", ls=":", lw=1)
+        eps_text = f"{eps:g}" if eps >= 0.1 else f"{round(eps * 255)}/255"
+        ax.set_title(f"{title}: Linf eps {eps_text}, {data['labels']} oracle labels")
+        ax.set_ylabel("transfer rate to the oracle")
+        ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="docs/figures/blackbox")
@@ -145,10 +181,22 @@ def main() -> None:
     if transfers:
         transfer_figure(transfers, out / "substitute_transfer_methods.png")
     peers = RESULTS / "blackbox_peers"
-    names = (("standard mnist_cnn", "mnist_cnn_standard.json"), ("PGD-trained mnist_cnn (short)", "mnist_cnn_pgd.json"))
+    names = (("standard mnist_cnn", "mnist_cnn_standard.json"),
+             ("fast-trained small_cnn", "small_cnn_fast.json"))
     found = {t: peers / f for t, f in names if (peers / f).is_file()}
     if found:
         peers_figure(found, out / "peers_square_hsj.png")
+    methods = {t: sub / f for t, f in (("MNIST", "http_mnist_methods.json"), ("CIFAR-10", "http_cifar_methods.json"))
+               if (sub / f).is_file()}
+    if methods:
+        extra = {}
+        run = sub / "http_mnist_5000" / "metrics.json"
+        if run.is_file():  # the `advlab substitute` run with the mnist_cnn architecture in the ensemble
+            final = json.loads(run.read_text())["final"]
+            extra["MNIST"] = [{"substitute": " + ".join(final["substitutes"]), "attack": final["craft"], "eps": 0.3,
+                               "transfer_rate": final["transfer_rate"],
+                               "substitute_accuracy": final["substitute_accuracy"]}]
+        http_methods_figure(methods, out / "substitute_http_methods.png", extra)
     if args.runs:
         runs = dict(item.split("=", 1) for item in args.runs.split(","))
         substitute_runs_figure({k: Path(v) for k, v in runs.items()}, out / "substitute_http_mnist_cifar.png")

@@ -109,6 +109,9 @@ class SubstituteEnsemble(nn.Module):
         if not members:
             raise AdvlabError("an ensemble needs at least one substitute")
         self.members = nn.ModuleList(members)
+        # inference only: attacks restore the mode they found, and a train-mode ensemble would put
+        # its members' batch norm layers into training (batch statistics, running stats updated)
+        self.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.stack([m(x) for m in self.members]).mean(0)
