@@ -109,6 +109,10 @@ class APGD(Attack):
 
     name = "apgd"
     accepts_start = True
+    #: a failed sample counts as not converged when its best loss rose by more than rising_tolerance
+    #: (relative) between late_fraction of the iterations and the end
+    late_fraction = 0.75
+    rising_tolerance = 1e-3
 
     def __init__(self, eps: float = 0.3, norm: str = "linf", steps: int = 100, loss: str = "ce", restarts: int = 1,
                  rho: float = 0.75, momentum: float = 0.75, eot: int = 1, early_stop: bool = True,
@@ -195,6 +199,8 @@ class APGD(Attack):
         active = (~success).nonzero().squeeze(1) if self.early_stop else torch.arange(n, device=x.device)
         checkpoints = set(self.checkpoints[1:])
         last_check = 0
+        late = max(1, math.ceil(self.late_fraction * self.steps))  # the best loss then, against the end
+        f_max_late = f_max.clone()
         for k in range(self.steps):
             if len(active) == 0:
                 break
@@ -232,26 +238,33 @@ class APGD(Attack):
                 f_max_at_check[a] = f_max[a]
                 increases[a] = 0
                 last_check = k + 1
+            if k + 1 == late:
+                f_max_late[a] = f_max[a]
             if self.early_stop:
                 active = a[~success[a]]
         failed = ~success
         best_adv[failed] = x_max[failed]
+        # not converged: the best loss still rose in the last quarter of the iterations (more iterations, or
+        # another attack, might break the sample); read by the ensemble to decide where FAB-T runs
+        self._rising = failed & (f_max > f_max_late + self.rising_tolerance * f_max_late.abs().clamp_min(1e-3))
         return enforce_bound(best_adv, x, eps, self.norm), success, broke_at, grads_used
 
     def perturb(self, model, x, y, target, cost, start=None):
         generator = None if self.seed is None else torch.Generator(device=x.device).manual_seed(self.seed)
         adv, success, broke_at, used = self.run(model, x, y, target, cost, start, generator)
+        rising = self._rising.clone()
         for _ in range(self.restarts - 1):
             todo = (~success).nonzero().squeeze(1)
             if len(todo) == 0:
                 break
             t = None if target is None else target[todo]
             a2, s2, b2, u2 = self.run(model, x[todo], y[todo], t, cost, None, generator)
+            rising[todo] = self._rising
             used[todo] += u2
             won = todo[s2]
             adv[won], success[won] = a2[s2], True
             broke_at[won] = b2[s2] + used[won] - u2[s2]  # steps counted across runs
-        self._extra = {"broke_at_step": broke_at.cpu(), "gradient_calls": used.cpu()}
+        self._extra = {"broke_at_step": broke_at.cpu(), "gradient_calls": used.cpu(), "rising": rising.cpu()}
         return adv
 
 
@@ -282,6 +295,7 @@ class APGDTargeted(APGD):
         broke_at = torch.where(success, 0, -1)
         target_rank = torch.where(success, 0, -1)
         used = torch.zeros(n, dtype=torch.long, device=x.device)
+        rising = torch.zeros(n, dtype=torch.bool, device=x.device)  # not converged toward some target
         best_loss = torch.full((n,), -math.inf, device=x.device)
         for rank in range(min(self.targets, clean.shape[1] - 1)):
             todo = (~success).nonzero().squeeze(1)
@@ -292,6 +306,7 @@ class APGDTargeted(APGD):
             a2, s2, b2, u2 = self.run(model, x[todo], y[todo], None, cost, first, generator, aim=ranked[todo, rank])
             prior = used[todo]
             used[todo] += u2
+            rising[todo] |= self._rising
             won = todo[s2]
             adv[won], success[won] = a2[s2], True
             broke_at[won] = b2[s2] + prior[s2]
@@ -304,5 +319,7 @@ class APGDTargeted(APGD):
             rows = todo[lost]
             better = f > best_loss[rows]
             adv[rows[better]], best_loss[rows[better]] = a2[lost][better], f[better]
-        self._extra = {"broke_at_step": broke_at.cpu(), "gradient_calls": used.cpu(), "target_rank": target_rank.cpu()}
+        rising &= ~success
+        self._extra = {"broke_at_step": broke_at.cpu(), "gradient_calls": used.cpu(), "target_rank": target_rank.cpu(),
+                       "rising": rising.cpu()}
         return adv

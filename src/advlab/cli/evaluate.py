@@ -44,7 +44,16 @@ from advlab.cli.common import (
 from advlab.errors import AdvlabError
 from advlab.evaluation.defense import DefenseEvaluation, evaluate_defense, summary_rows
 from advlab.evaluation.records import RecordStore, data_sha256, model_hash, model_summary, recorded
-from advlab.evaluation.suite import SUITES, SuiteConfig, SuiteEvaluation, check_classifier, compare_runs, run_suite
+from advlab.evaluation.suite import (
+    FAB_MODES,
+    SCHEDULES,
+    SUITES,
+    SuiteConfig,
+    SuiteEvaluation,
+    check_classifier,
+    compare_runs,
+    run_suite,
+)
 from advlab.report.attack_figures import robust_curve_figure
 from advlab.report.run import RunDir, load_run
 from advlab.runtime import atomic_write, autocast, gradient_batch_size
@@ -72,7 +81,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "suites (default linf; classic is L-inf only)")
     p.add_argument("--eps", type=float_list, default=None, help="comma-separated radii (default 0.1,0.2,0.3 for "
                    "L-inf; 0.5 on CIFAR-10 and 2.0 on MNIST for L2)")
-    p.add_argument("--targets", type=positive_int, default=9, help="target classes of APGD-T and FAB-T (default 9)")
+    p.add_argument("--schedule", default="fast", choices=SCHEDULES,
+                   help="standard suite's budget: fast (default: APGD-T toward the 3 most likely wrong classes, FAB-T "
+                   "only where APGD-T did not converge) or autoattack (the authors': 9 targets, FAB-T everywhere)")
+    p.add_argument("--targets", type=positive_int, default=None,
+                   help="target classes of APGD-T and FAB-T (default: the schedule's, 3 or 9)")
+    p.add_argument("--fab", default=None, choices=FAB_MODES,
+                   help="where FAB-T runs: off, unconverged (where APGD-T's loss still rose at its end) or all "
+                   "(default: the schedule's)")
     p.add_argument("--iterations", type=positive_int, default=100, help="APGD and FAB iterations (default 100)")
     p.add_argument("--square-queries", type=positive_int, default=5000, help="Square queries per image in the "
                    "standard suite (default 5000)")
@@ -197,30 +213,21 @@ def run(args: argparse.Namespace) -> int:
     if args.suite == "classic":
         config.update(steps=args.steps, restarts=args.restarts, step_size=args.step_size)
     else:
-        config.update(iterations=args.iterations, targets=args.targets, square_queries=args.square_queries,
-                      eot=args.eot)
+        config.update(schedule=args.schedule, **suite_config(args).to_dict())
     store, data_hash = RecordStore(), data_sha256(data.images, data.labels)
     results = {}
     with RunDir(args.out, "evaluate", config, overwrite=args.overwrite) as run_dir:
         for i, (spec, model, meta) in enumerate(loaded):
             label = describe(meta)
-            start, cpu = time.perf_counter(), time.process_time()
             if args.suite == "classic":  # recorded, and reused from the records (evaluation/records.py)
                 with autocast(device, args.precision):
                     ev, results[spec] = recorded_evaluation(args, store, data_hash, spec, model, meta, label, x, y,
                                                             device)
-            else:
-                cfg = SuiteConfig(steps=args.iterations, targets=args.targets, square_queries=args.square_queries,
-                                  eot=args.eot, seed=args.seed)
+            else:  # recorded too, under the suite's name
                 with autocast(device, args.precision):
-                    ev = run_suite(model, x, y, args.eps, args.norm, args.suite, config=cfg,
-                                   batch_size=args.batch_size, device=device, progress=args.progress,
-                                   unbounded_n=args.unbounded_n)
-                samples = ev.per_sample()
-                (run_dir.tmp / f"samples_{i}.json").write_text(json.dumps(samples) + "\n")
-                results[spec] = {"label": label, **ev.to_dict(), "wall_seconds": time.perf_counter() - start,
-                                 "cpu_seconds": time.process_time() - cpu, "device": str(device),
-                                 "threads": torch.get_num_threads()}
+                    ev, results[spec] = recorded_suite_evaluation(args, store, data_hash, spec, model, meta, label,
+                                                                  x, y, device)
+                (run_dir.tmp / f"samples_{i}.json").write_text(json.dumps(ev.per_sample()) + "\n")
             if isinstance(ev, SuiteEvaluation):
                 add_suite_section(run_dir, str(i), label, ev)
                 print_suite_table(label, ev)
@@ -270,6 +277,40 @@ def recorded_evaluation(args, store, data_hash, spec, model, meta, label, x, y, 
               f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(record.created))}); reusing it (--force recomputes)")
     result = {k: v for k, v in record.result.items() if k != "broken_at"}
     return DefenseEvaluation.from_record(record.result), {**result, "reused_record": reused, "record": record.key}
+
+
+def suite_config(args: argparse.Namespace) -> SuiteConfig:
+    """The standard/rand suite's settings from the command line (the schedule's, then explicit options)."""
+    return SuiteConfig.schedule(args.schedule, steps=args.iterations, targets=args.targets, fab=args.fab,
+                                square_queries=args.square_queries, eot=args.eot, seed=args.seed)
+
+
+def suite_record_settings(args: argparse.Namespace) -> dict:
+    """What shapes a standard/rand evaluation's result: the norm, the eps, the schedule's every setting, the
+    sizes of the diagnostics' checks and the batch size (the images are hashed apart)."""
+    return {"norm": args.norm, "eps": sorted(args.eps), **suite_config(args).to_dict(),
+            "unbounded_n": args.unbounded_n, "batch_size": args.batch_size, "dataset": args.dataset,
+            **({"precision": args.precision} if args.precision != "fp32" else {})}
+
+
+def recorded_suite_evaluation(args, store, data_hash, spec, model, meta, label, x, y, device
+                              ) -> tuple[SuiteEvaluation, dict]:
+    """The standard or rand suite on one model: its record when the records hold it (unless --force),
+    else run and recorded under the suite's name as the protocol."""
+    def compute() -> dict:
+        start, cpu = time.perf_counter(), time.process_time()
+        ev = run_suite(model, x, y, args.eps, args.norm, args.suite, config=suite_config(args),
+                       batch_size=args.batch_size, device=device, progress=args.progress, unbounded_n=args.unbounded_n)
+        return {"label": label, **ev.to_record(), "wall_seconds": time.perf_counter() - start,
+                "cpu_seconds": time.process_time() - cpu, "device": str(device), "threads": torch.get_num_threads()}
+
+    record, reused = recorded(store, model_hash(spec, model), args.suite, suite_record_settings(args), data_hash,
+                              model_summary(meta, label, spec), compute, force=args.force)
+    if reused:
+        print(f"{spec}: this evaluation is in the records ({store.path}, key {record.key[:12]}, "
+              f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(record.created))}); reusing it (--force recomputes)")
+    result = {k: v for k, v in record.result.items() if k != "samples"}
+    return SuiteEvaluation.from_record(record.result), {**result, "reused_record": reused, "record": record.key}
 # --- end of evaluation records ---
 
 
