@@ -66,13 +66,15 @@ class NoisyModel(nn.Module):
         return self.model(x + self.sigma * torch.randn_like(x))
 
 
-def run_autoattack(counter: Counter, x, y, eps, norm, seed, bs, version="standard"):
+def run_autoattack(counter: Counter, x, y, eps, norm, seed, bs, version="standard", square=True):
     from autoattack import AutoAttack
 
     counter.reset()
     adversary = AutoAttack(counter, norm="Linf" if norm == "linf" else "L2", eps=eps, version=version,
-                           device="cpu", seed=seed, verbose=False)
-    row_of = {x[i].numpy().tobytes(): i for i in range(len(x))}
+                           device=str(x.device), seed=seed, verbose=False)
+    if not square:  # the standard version's settings, its last attack left out
+        adversary.attacks_to_run = [a for a in adversary.attacks_to_run if a != "square"]
+    row_of = {x[i].cpu().numpy().tobytes(): i for i in range(len(x))}
     broken_by = [""] * len(x)
     tags = {"apgd": "APGD-CE", "apgd_targeted": "APGD-T", "fab": "FAB-T", "square": "Square"}
     if version == "rand":
@@ -90,7 +92,7 @@ def run_autoattack(counter: Counter, x, y, eps, norm, seed, bs, version="standar
             # which samples this attack broke (the benchmark's own forward passes are not counted)
             wrong = predict(counter.model, out) != yb
             for j in wrong.nonzero().squeeze(1).tolist():
-                i = row_of.get(xb[j].numpy().tobytes())
+                i = row_of.get(xb[j].cpu().numpy().tobytes())
                 if i is not None and not broken_by[i]:
                     broken_by[i] = tags[_name] if _name != "apgd" or version != "rand" else (
                         "APGD-" + adversary.apgd.loss.upper())
@@ -117,9 +119,9 @@ def run_advlab(counter: Counter, x, y, eps, norm, seed, bs, members=None, schedu
     counter.reset()
     start = time.process_time()
     ev = run_suite(counter, x, y, [eps], norm, suite, members=members, config=SuiteConfig.schedule(schedule, seed=seed),
-                   batch_size=bs, progress=False, diagnostics=False)
+                   batch_size=bs, device=x.device, progress=False, diagnostics=False)
     cpu = time.process_time() - start
-    robust = ev.broken_eps > eps
+    robust = (ev.broken_eps > eps).to(x.device)
     return {"robust": robust, "cpu": cpu, "grad": dict(counter.grad), "plain": dict(counter.plain), "ev": ev}
 
 
@@ -154,36 +156,44 @@ def main() -> None:
     p.add_argument("--n", type=int, default=200, help="first N test images")
     p.add_argument("--bs", type=int, default=250)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (a GPU session's full-size table)")
     p.add_argument("--skip", default="", help="comma-separated: advlab (the suite), autoattack, torchattacks")
     p.add_argument("--schedule", default="fast", choices=("fast", "autoattack"), help="advlab's schedule")
     p.add_argument("--also-autoattack-schedule", action="store_true",
                    help="also run advlab's APGD-CE and APGD-T with the authors' 9 targets: how many samples the "
                    "targets ranked 4-9 break (FAB-T's and Square's share come from the official run)")
+    p.add_argument("--no-square", action="store_true",
+                   help="leave Square out on both sides (forward passes only: it changes no gradient-call count; "
+                   "for a CPU too busy to spend 5,000 queries per robust image)")
     p.add_argument("--noise-sigma", type=float, default=0.0,
                    help="evaluate the model with Gaussian noise of this sigma in every forward pass (randomized): "
                    "advlab's rand suite against AutoAttack's rand version")
     p.add_argument("--out", default="bench/results/autoattack_compare.json")
     args = p.parse_args()
-    torch.set_num_threads(1)
+    if args.device == "cpu":
+        torch.set_num_threads(1)
     torch.manual_seed(args.seed)
     model, meta = load_checkpoint(args.model)
-    model.eval()
+    model.eval().to(args.device)
     for param in model.parameters():
         param.requires_grad_(False)
     if args.noise_sigma > 0:
         model = NoisyModel(model, args.noise_sigma).eval()
     counter = Counter(model).eval()
     x, y = load_dataset(args.dataset, "test").tensors(args.n)
+    x, y = x.to(args.device), y.to(args.device)
     clean = predict(model, x) == y
     suite, version = ("rand", "rand") if args.noise_sigma > 0 else ("standard", "standard")
     out = {"model": args.model, "recipe": meta.get("recipe"), "dataset": args.dataset, "eps": args.eps,
            "norm": args.norm, "n": args.n, "clean_accuracy": clean.float().mean().item(), "seed": args.seed,
-           "noise_sigma": args.noise_sigma}
+           "noise_sigma": args.noise_sigma, "square": not args.no_square}
     skip = set(filter(None, args.skip.split(",")))
     if "advlab" in skip:
         skip.add("autoattack")  # the comparison needs both
     else:
-        ours = run_advlab(counter, x, y, args.eps, args.norm, args.seed, args.bs, schedule=args.schedule, suite=suite)
+        members = ["apgd-ce", "apgd-t", "fab-t"] if args.no_square and suite == "standard" else None
+        ours = run_advlab(counter, x, y, args.eps, args.norm, args.seed, args.bs, members=members,
+                          schedule=args.schedule, suite=suite)
         out["advlab"] = summary(ours, ours.pop("ev"))
         print("advlab", json.dumps(out["advlab"]), flush=True)
     if args.also_autoattack_schedule and suite == "standard":
@@ -192,7 +202,8 @@ def main() -> None:
         out["advlab_autoattack_schedule"] = summary(full, full.pop("ev"))
         print("advlab (autoattack schedule)", json.dumps(out["advlab_autoattack_schedule"]), flush=True)
     if "autoattack" not in skip:
-        aa = run_autoattack(counter, x, y, args.eps, args.norm, args.seed, args.bs, version=version)
+        aa = run_autoattack(counter, x, y, args.eps, args.norm, args.seed, args.bs, version=version,
+                            square=not args.no_square)
         out["autoattack"] = {"robust_accuracy": aa["robust"].float().mean().item(), "cpu_seconds": aa["cpu"],
                              "gradient_calls": sum(aa["grad"].values()), "forward_only": sum(aa["plain"].values()),
                              "per_attack_gradient_calls": aa["grad"], "per_attack_forward_only": aa["plain"],

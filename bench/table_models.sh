@@ -22,5 +22,6 @@ train distill_mnist --method distill --temperature 100 --dataset mnist --train-s
 train pgd_mnist --method pgd --eps 0.3 --steps 5 --eps-ramp 1 --epochs 4 --dataset mnist --train-subset 20000
 train fast_carry_mnist --method fast --eps 0.3 --optimizer sgd --lr 0.1 --weight-decay 5e-4 --eps-ramp 2 \
     --fgsm-start carry --step-size 0.15 --stop-on-overfit 0.2 --dataset mnist --train-subset 20000
+train fast_co --method fast --dataset mnist --epochs 4 --step-size 0.5 --train-subset 20000  # overfits catastrophically
 train pgd_cifar --method pgd --eps 0.0313725 --steps 3 --epochs 5 --dataset cifar10 --train-subset 10000
 echo "== done ($(date -u +%H:%M:%S))"
