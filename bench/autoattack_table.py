@@ -36,7 +36,8 @@ def main() -> None:
     runs = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
     seeds = [r for r in runs if "mean_torchattacks" in r]
     if seeds:
-        print("\n| model | eps | images | seeds | advlab APGD-CE | torchattacks APGD | per seed (advlab / torchattacks) |")
+        print("\n| model | eps | images | seeds | advlab APGD-CE | torchattacks APGD "
+              "| per seed (advlab / torchattacks) |")
         print("| --- | --- | --- | --- | --- | --- | --- |")
         for r in seeds:
             per = ", ".join(f"{pct(x['advlab'])} / {pct(x['torchattacks'])}" for x in r["runs"])
