@@ -18,8 +18,8 @@ train() {  # NAME ARGS...
 }
 
 train noise_mnist --method noise --sigma 0.3 --dataset mnist --train-subset 20000
-train distill_mnist --method distill --temperature 100 --dataset mnist --train-subset 20000
-train pgd_mnist --method pgd --eps 0.3 --steps 5 --eps-ramp 1 --epochs 4 --dataset mnist --train-subset 20000
+train distill_mnist --method distill --temperature 100 --dataset mnist --train-subset 10000
+train pgd_mnist --method pgd --eps 0.3 --steps 5 --eps-ramp 1 --epochs 3 --dataset mnist --train-subset 10000
 train fast_carry_mnist --method fast --eps 0.3 --optimizer sgd --lr 0.1 --weight-decay 5e-4 --eps-ramp 2 \
     --fgsm-start carry --step-size 0.15 --stop-on-overfit 0.2 --dataset mnist --train-subset 20000
 train fast_co --method fast --dataset mnist --epochs 4 --step-size 0.5 --train-subset 20000  # overfits catastrophically

@@ -17,7 +17,8 @@ What differs from the authors' code, to spend fewer gradients at the same streng
   (expectation over transformation, Athalye et al. 2018; AutoAttack's "rand" version uses 20).
 
 Every gradient call (one forward and one backward pass of one image) is counted in the result's cost;
-``result.extra`` has, per sample, the step at which it broke (-1: never) and the gradient calls it used.
+``result.extra`` has, per sample, the step at which it broke (-1: never), the gradient calls it used and
+whether its best loss was still rising in the last quarter of the run (``rising``: not converged).
 """
 
 from __future__ import annotations

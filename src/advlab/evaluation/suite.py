@@ -2,16 +2,22 @@
 an ensemble of diverse parameter-free attacks", sec. 4), run so that no gradient is spent twice.
 
 Suites:
-- ``standard``: APGD-CE, then APGD-T (9 target classes), FAB-T (9 target classes), Square (5,000
-  queries), each only on the samples every earlier attack left correctly classified; a sample counts
-  as robust only if all four failed (the per-sample worst case).
+- ``standard``: APGD-CE, then APGD-T, FAB-T, Square (5,000 queries), each only on the samples every
+  earlier attack left correctly classified; a sample counts as robust only if all failed (the
+  per-sample worst case). Two schedules (SuiteConfig): ``autoattack``, the authors' budget (APGD-T and
+  FAB-T toward 9 target classes, FAB-T on every remaining sample), and ``fast``, advlab's default:
+  APGD-T toward the 3 most likely wrong classes, FAB-T only on the samples whose APGD-T loss was still
+  rising at the end of its run (not converged). On a robust image the authors' schedule spends about
+  1,900 gradient calls and the fast one about 400; docs/evaluation.md measures both against the official
+  AutoAttack.
 - ``rand``: for models whose forward pass is random: APGD-CE and APGD-DLR with the gradient averaged
   over 20 draws (EOT). A model found to be randomized gets this suite even when ``standard`` is asked for.
 
 Where the gradients go (docs/evaluation.md measures it): the members run in order of cost-effectiveness
 and each sample leaves every attack the moment it is misclassified (the authors' code keeps iterating on
 broken samples until the run ends); the targets of APGD-T and FAB-T are ranked by the clean logits
-and each next target runs only on the samples still unbroken. With several eps (ascending) a sample
+and each next target runs only on the samples still unbroken; the fast schedule stops after 3 targets
+and runs FAB-T only where APGD-T did not converge. With several eps (ascending) a sample
 broken at a smaller eps counts as broken at every larger one (the balls are nested), so each eps only
 attacks the survivors of the previous one.
 
