@@ -1,6 +1,6 @@
 """The standard suite's fast schedule: the settings of each schedule, APGD's convergence flag (closed
-forms: a model whose loss keeps rising, one whose loss cannot move), FAB-T only where APGD-T did not
-converge, the rank of the target that broke each sample, and the standard and rand suites in the
+forms: a model whose loss keeps rising, one whose loss cannot move), FAB-T off, everywhere or only
+where APGD-T did not converge, the rank of the target that broke each sample, and the standard and rand suites in the
 evaluation records (reused, missed when a setting changes, recomputed with --force)."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from advlab.evaluation.suite import SuiteConfig, SuiteEvaluation, run_suite
 
 def test_schedules_fast_and_autoattack():
     fast, full = SuiteConfig(), SuiteConfig.autoattack()
-    assert (fast.targets, fast.fab, fast.square_queries, fast.steps) == (3, "unconverged", 5000, 100)
+    assert (fast.targets, fast.fab, fast.square_queries, fast.steps) == (3, "off", 5000, 100)
     assert (full.targets, full.fab, full.square_queries, full.steps) == (9, "all", 5000, 100)
     assert SuiteConfig.schedule("autoattack", targets=None, seed=3) == SuiteConfig.autoattack(seed=3)
     assert SuiteConfig.schedule("fast", targets=5).targets == 5
