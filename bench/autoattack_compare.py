@@ -162,6 +162,9 @@ def main() -> None:
     p.add_argument("--also-autoattack-schedule", action="store_true",
                    help="also run advlab's APGD-CE and APGD-T with the authors' 9 targets: how many samples the "
                    "targets ranked 4-9 break (FAB-T's and Square's share come from the official run)")
+    p.add_argument("--autoattack-from", default=None, metavar="JSON",
+                   help="take the official AutoAttack's result from an earlier output of this script on the same "
+                   "model, images, eps, norm and seed (its per-sample verdicts) instead of running it again")
     p.add_argument("--no-square", action="store_true",
                    help="leave Square out on both sides (forward passes only: it changes no gradient-call count; "
                    "for a CPU too busy to spend 5,000 queries per robust image)")
@@ -201,6 +204,16 @@ def main() -> None:
                           members=["apgd-ce", "apgd-t"])
         out["advlab_autoattack_schedule"] = summary(full, full.pop("ev"))
         print("advlab (autoattack schedule)", json.dumps(out["advlab_autoattack_schedule"]), flush=True)
+    if args.autoattack_from:
+        earlier = json.loads(Path(args.autoattack_from).read_text())
+        same = ("model", "dataset", "eps", "norm", "n", "seed", "noise_sigma", "square")
+        if any(earlier.get(k, out[k]) != out[k] for k in same) or "autoattack" not in earlier:
+            raise SystemExit(f"{args.autoattack_from} is not an AutoAttack run on the same model, images and settings")
+        out["autoattack"] = {**earlier["autoattack"], "reused_from": args.autoattack_from}
+        robust = torch.zeros(args.n, dtype=torch.bool, device=x.device)
+        robust[out["autoattack"]["robust_samples"]] = True
+        aa = {"robust": robust, "cpu": out["autoattack"]["cpu_seconds"]}
+        skip.add("autoattack")
     if "autoattack" not in skip:
         aa = run_autoattack(counter, x, y, args.eps, args.norm, args.seed, args.bs, version=version,
                             square=not args.no_square)
@@ -209,6 +222,7 @@ def main() -> None:
                              "per_attack_gradient_calls": aa["grad"], "per_attack_forward_only": aa["plain"],
                              "max_norm": aa["max_norm"], "broken_by_count": aa["broken_by_count"],
                              "version": version, "robust_samples": aa["robust"].nonzero().squeeze(1).tolist()}
+    if "autoattack" in out and "advlab" in out:
         out["disagreement"] = {"broken_by_advlab_only": int((~ours["robust"] & aa["robust"]).sum()),
                                "broken_by_autoattack_only": int((ours["robust"] & ~aa["robust"]).sum())}
         out["ratios"] = {"gradient_calls_advlab_over_autoattack":
