@@ -62,8 +62,8 @@ SCHEDULES = ("fast", "autoattack")
 @dataclass
 class SuiteConfig:
     """The protocol's settings. The default is advlab's fast schedule (docs/evaluation.md measures it
-    against the official AutoAttack): APGD-T toward the 3 most likely wrong classes and no FAB-T (in the
-    measured runs FAB-T broke nothing APGD-T had left). ``autoattack()`` gives the authors' budget:
+    against the official AutoAttack): APGD-T toward the 3 most likely wrong classes and no FAB-T (the evidence
+    for both cuts is there). ``autoattack()`` gives the authors' budget:
     9 targets for APGD-T and FAB-T, FAB-T on every sample APGD-T left.
 
     fab: "off" (never), "unconverged" (only on the samples APGD-T did not converge on: at its last
