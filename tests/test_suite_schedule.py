@@ -56,11 +56,11 @@ def images(n=6):
 
 def test_apgd_flags_a_loss_still_rising_at_the_end_and_not_a_settled_one():
     x, y = images()
-    rising = APGDTargeted(eps=0.1, steps=20, targets=2)(Linear(scale=0.0, drift=0.1), x, y)
+    rising = APGDTargeted(eps=0.1, steps=20, targets=2)(Linear(scale=1e-4, drift=0.1), x, y)
     assert not rising.success.any() and rising.extra["rising"].all()
     settled = APGDTargeted(eps=0.1, steps=20, targets=2)(Linear(scale=0.0), x, y)  # no gradient: nothing moves
     assert not settled.success.any() and not settled.extra["rising"].any()
-    plain = APGD(eps=0.1, steps=20, loss="dlr")(Linear(scale=0.0, drift=0.1), x, y)
+    plain = APGD(eps=0.1, steps=20, loss="dlr")(Linear(scale=1e-4, drift=0.1), x, y)
     assert plain.extra["rising"].all()
 
 
@@ -146,3 +146,15 @@ def test_the_leaderboard_shows_the_suite_records(lenet_mnist, cache, tmp_path, c
     assert main(["leaderboard", "--out", str(tmp_path / "board")]) == 0
     printed = capsys.readouterr().out
     assert "Linf 0.05 (standard)" in printed and "Linf 0.05 (rand)" in printed
+
+
+def test_a_sample_with_an_exactly_zero_gradient_leaves_apgd_at_once():
+    """A saturated model (zero input gradient everywhere) cannot move APGD's iterate: the full run would
+    repeat one point 100 times. Each sample costs one gradient call, with the full run's verdict."""
+    x, y = images()
+    frozen = APGD(eps=0.1, steps=100, loss="ce")(Linear(scale=0.0), x, y)
+    assert not frozen.success.any() and frozen.cost.backward == len(x)
+    assert (frozen.extra["gradient_calls"] == 1).all() and not frozen.extra["rising"].any()
+    # a model with a gradient keeps iterating: all 100 steps on samples it cannot break (closed form)
+    moving = APGD(eps=0.1, steps=100, loss="ce")(Linear(scale=0.01), x, y)
+    assert not moving.success.any() and (moving.extra["gradient_calls"] == 101).all()

@@ -15,6 +15,9 @@ What differs from the authors' code, to spend fewer gradients at the same streng
   authors do) and runs each next target only on the samples the previous targets left.
 - eot > 1 averages the gradient (and the loss) over that many forward passes of a randomized model
   (expectation over transformation, Athalye et al. 2018; AutoAttack's "rand" version uses 20).
+- with eot = 1 (a deterministic model) a sample at a fixed point of the iteration leaves the batch: its
+  gradient exactly zero (a saturated softmax), no momentum and no better point to restart from, so every
+  remaining iteration would repeat the same point. Its verdict is the full run's, at one gradient call.
 
 Every gradient call (one forward and one backward pass of one image) is counted in the result's cost;
 ``result.extra`` has, per sample, the step at which it broke (-1: never), the gradient calls it used and
@@ -197,10 +200,16 @@ class APGD(Attack):
         active = (~success).nonzero().squeeze(1) if self.early_stop else torch.arange(n, device=x.device)
         checkpoints = set(self.checkpoints[1:])
         last_check = 0
+        stuck = torch.zeros(n, dtype=torch.bool, device=x.device)
         for k in range(self.steps):
             if len(active) == 0:
                 break
             a = active
+            if self.eot == 1:  # a deterministic model: a sample at a fixed point of the iteration leaves
+                a = self._drop_fixed_points(a, x_cur, x_prev, x_max, g_cur, stuck)
+                active = a
+                if len(a) == 0:
+                    break
             xa = x[a]
             step = batch_view(eta[a], xa) * self._direction(g_cur[a])
             z = project(x_cur[a] + step, xa, eps, self.norm)
@@ -241,8 +250,20 @@ class APGD(Attack):
         # not converged, by the algorithm's own test: at the last checkpoint neither halving condition held
         # (the loss still rose on at least rho of the steps since the one before, and its best improved), so
         # more iterations or another attack might still break the sample; the ensemble runs FAB-T there
-        self._rising = failed & ~halved_at_check
+        self._rising = failed & ~halved_at_check & ~stuck
         return enforce_bound(best_adv, x, eps, self.norm), success, broke_at, grads_used
+
+    @staticmethod
+    def _drop_fixed_points(a, x_cur, x_prev, x_max, g_cur, stuck):
+        """The rows of `a` still able to move. A sample whose gradient is exactly zero (a saturated softmax:
+        gradient masking), with no momentum (x_cur = x_prev) and sitting at its best point (x_cur = x_max,
+        so no restart can move it either) would repeat the same step, the same point and the same gradient
+        until the end of the run: it is marked stuck and leaves, with the verdict the full run would give."""
+        flat = x_cur[a].flatten(1)
+        frozen = ((g_cur[a].flatten(1) == 0).all(1) & (flat == x_prev[a].flatten(1)).all(1)
+                  & (flat == x_max[a].flatten(1)).all(1))
+        stuck[a[frozen]] = True
+        return a[~frozen]
 
     def perturb(self, model, x, y, target, cost, start=None):
         generator = None if self.seed is None else torch.Generator(device=x.device).manual_seed(self.seed)
