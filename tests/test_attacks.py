@@ -14,7 +14,8 @@ from advlab.errors import AdvlabError
 
 
 @pytest.fixture(scope="module")
-def batch(mnist_test):
+def mnist_first32(mnist_test):
+    """The first 32 MNIST test images (this module's own size; conftest's mnist_batch holds 64)."""
     x, y = mnist_test.tensors(32)
     return x, y
 
@@ -45,9 +46,9 @@ BOUNDED = [
 
 
 @pytest.mark.parametrize("attack", BOUNDED, ids=lambda a: f"{a.name}-{a.norm}")
-def test_bound_and_box_hold(attack, lenet_mnist, batch):
+def test_bound_and_box_hold(attack, lenet_mnist, mnist_first32):
     model, _, _ = lenet_mnist
-    x, y = batch
+    x, y = mnist_first32
     result = attack(model, x, y)
     delta = (result.adv - x).flatten(1)
     size = delta.abs().amax(1) if attack.norm == "linf" else delta.norm(dim=1)
@@ -58,17 +59,17 @@ def test_bound_and_box_hold(attack, lenet_mnist, batch):
 
 @pytest.mark.parametrize("attack", [FGSM(eps=0.0), PGD(eps=0.0, steps=3), PGD(eps=0.0, norm="l2", steps=3),
                                     MIFGSM(eps=0.0, steps=3)], ids=lambda a: f"{a.name}-{a.norm}")
-def test_eps_zero_reproduces_clean_accuracy_exactly(attack, lenet_mnist, batch):
+def test_eps_zero_reproduces_clean_accuracy_exactly(attack, lenet_mnist, mnist_first32):
     model, _, _ = lenet_mnist
-    x, y = batch
+    x, y = mnist_first32
     result = attack(model, x, y)
     assert torch.equal(result.adv, x)
     assert result.robust_accuracy == result.clean_correct.float().mean().item()
 
 
-def test_pgd_beats_fgsm_and_targeted_pgd_hits_target(lenet_mnist, batch):
+def test_pgd_beats_fgsm_and_targeted_pgd_hits_target(lenet_mnist, mnist_first32):
     model, _, _ = lenet_mnist
-    x, y = batch
+    x, y = mnist_first32
     fgsm = FGSM(eps=0.15)(model, x, y)
     pgd = PGD(eps=0.15, steps=20, step_size=0.02, seed=0)(model, x, y)
     assert pgd.robust_accuracy <= fgsm.robust_accuracy
@@ -95,9 +96,9 @@ def test_fgsm_closed_form_on_linear_classifier():
     assert torch.allclose(moved, torch.full_like(moved, eps * float((w[1] - w[0]).abs().sum())), rtol=1e-4)
 
 
-def test_cost_counts_passes_and_skips_finished_samples(lenet_mnist, batch):
+def test_cost_counts_passes_and_skips_finished_samples(lenet_mnist, mnist_first32):
     model, _, _ = lenet_mnist
-    x, y = batch
+    x, y = mnist_first32
     with torch.no_grad():
         wrong_label = (model(x).argmax(1) + 1) % 10  # every sample "already misclassified"
     skipped = PGD(eps=0.3, steps=7)(model, x, wrong_label)
@@ -108,9 +109,9 @@ def test_cost_counts_passes_and_skips_finished_samples(lenet_mnist, batch):
     assert torch.equal(result.adv[~result.clean_correct], x[~result.clean_correct])
 
 
-def test_early_stop_and_restarts_never_weaken_the_attack(lenet_mnist, batch):
+def test_early_stop_and_restarts_never_weaken_the_attack(lenet_mnist, mnist_first32):
     model, _, _ = lenet_mnist
-    x, y = batch
+    x, y = mnist_first32
     fixed = PGD(eps=0.08, steps=10, step_size=0.02, seed=3)(model, x, y)
     early = PGD(eps=0.08, steps=10, step_size=0.02, seed=3, early_stop=True)(model, x, y)
     restarts = PGD(eps=0.08, steps=10, step_size=0.02, seed=3, restarts=3)(model, x, y)
@@ -119,9 +120,9 @@ def test_early_stop_and_restarts_never_weaken_the_attack(lenet_mnist, batch):
     assert early.cost.backward <= fixed.cost.backward
 
 
-def test_mode_and_requires_grad_restored_and_softmax_warned(lenet_mnist, batch):
+def test_mode_and_requires_grad_restored_and_softmax_warned(lenet_mnist, mnist_first32):
     model, _, _ = lenet_mnist
-    x, y = batch
+    x, y = mnist_first32
     model.train()
     try:
         PGD(eps=0.1, steps=2)(model, x[:4], y[:4])
@@ -136,9 +137,9 @@ def test_mode_and_requires_grad_restored_and_softmax_warned(lenet_mnist, batch):
         FGSM(eps=0.1)(model, x[:4], y[:4])
 
 
-def test_user_mistakes_raise_advlab_error(lenet_mnist, batch):
+def test_user_mistakes_raise_advlab_error(lenet_mnist, mnist_first32):
     model, _, _ = lenet_mnist
-    x, y = batch
+    x, y = mnist_first32
     for make in (lambda: PGD(eps=1.5), lambda: PGD(norm="l1"), lambda: PGD(loss="hinge"), lambda: PGD(steps=0),
                  lambda: FGSM(eps=-0.1), lambda: build_attack("jsma"), lambda: build_attack("cw", norm="linf")):
         with pytest.raises(AdvlabError):

@@ -10,7 +10,8 @@ from torch import nn
 from advlab.attacks import FGSM, LBFGS, CarliniWagnerL2, DeepFool, FoolingImages
 
 
-def linear_model(d: int = 16, classes: int = 2, seed: int = 0) -> nn.Module:
+def centred_linear_model(d: int = 16, classes: int = 2, seed: int = 0) -> nn.Module:
+    """A linear classifier on 4x4 images whose every decision boundary passes through the gray image."""
     torch.manual_seed(seed)
     layer = nn.Linear(d, classes)
     with torch.no_grad():
@@ -28,14 +29,15 @@ def linear_inputs(model, n: int = 8, seed: int = 1):
 
 
 @pytest.fixture(scope="module")
-def batch(mnist_test):
+def mnist_first24(mnist_test):
+    """The first 24 MNIST test images (this module's own size; conftest's mnist_batch holds 64)."""
     return mnist_test.tensors(24)
 
 
 @pytest.mark.parametrize("norm", ["l2", "linf"])
 def test_deepfool_distance_to_linear_boundary(norm):
     """For f(x) = w.x + b the minimal distance is |f(x)| / ||w||_2 (L2), |f(x)| / ||w||_1 (Linf)."""
-    model = linear_model()
+    model = centred_linear_model()
     x, y = linear_inputs(model)
     w = (model[1].weight[1] - model[1].weight[0]).detach()
     with torch.no_grad():
@@ -48,9 +50,9 @@ def test_deepfool_distance_to_linear_boundary(norm):
     assert bool((result.norms[norm] >= f.abs() / dual).all())
 
 
-def test_deepfool_and_cw_smaller_than_fgsm_at_equal_success(lenet_mnist, batch):
+def test_deepfool_and_cw_smaller_than_fgsm_at_equal_success(lenet_mnist, mnist_first24):
     model, _, _ = lenet_mnist
-    x, y = batch
+    x, y = mnist_first24
     fgsm = FGSM(eps=0.3)(model, x, y)
     deepfool = DeepFool()(model, x, y)
     cw = CarliniWagnerL2(steps=50, binary_search_steps=2)(model, x, y)
@@ -62,19 +64,19 @@ def test_deepfool_and_cw_smaller_than_fgsm_at_equal_success(lenet_mnist, batch):
     assert l2["cw"].median() < l2["deepfool"].median()
 
 
-def test_deepfool_targeted_hits_target(lenet_mnist, batch):
+def test_deepfool_targeted_hits_target(lenet_mnist, mnist_first24):
     model, _, _ = lenet_mnist
-    x, y = batch
+    x, y = mnist_first24
     target = (y + 3) % 10
     result = DeepFool()(model, x, y, target=target)
     assert result.success_rate >= 0.95
     assert torch.equal(result.success, result.adv_pred == target)
 
 
-def test_cw_moves_pixels_sitting_at_zero_and_stays_in_box(lenet_mnist, batch):
+def test_cw_moves_pixels_sitting_at_zero_and_stays_in_box(lenet_mnist, mnist_first24):
     """Most MNIST pixels are exactly 0; the tanh change of variables freezes them, ours must not."""
     model, _, _ = lenet_mnist
-    x, y = batch
+    x, y = mnist_first24
     result = CarliniWagnerL2(steps=40, binary_search_steps=1)(model, x, y)
     at_zero = x == 0
     moved = ((result.adv - x).abs() > 1e-3) & at_zero
@@ -84,9 +86,9 @@ def test_cw_moves_pixels_sitting_at_zero_and_stays_in_box(lenet_mnist, batch):
     assert result.cost.forward == result.cost.backward > 0
 
 
-def test_cw_targeted_with_confidence(lenet_mnist, batch):
+def test_cw_targeted_with_confidence(lenet_mnist, mnist_first24):
     model, _, _ = lenet_mnist
-    x, y = batch
+    x, y = mnist_first24
     target = (y + 3) % 10
     result = CarliniWagnerL2(steps=60, binary_search_steps=2, kappa=2.0)(model, x[:12], y[:12], target=target[:12])
     assert result.success_rate >= 0.9
@@ -100,7 +102,7 @@ def test_cw_targeted_with_confidence(lenet_mnist, batch):
 def test_lbfgs_targeted_on_linear_model_is_minimal():
     """On a linear model the L-BFGS optimum approaches the boundary: its L2 is close to the
     closed-form distance and far below FGSM's at equal success."""
-    model = linear_model(classes=3)
+    model = centred_linear_model(classes=3)
     x, y = linear_inputs(model, n=6)
     target = (y + 1) % 3
     result = LBFGS(binary_search_steps=8, max_iter=50)(model, x, y, target=target)

@@ -117,8 +117,8 @@ def test_torchrun_sharded_certification_equals_one_process(noisy_checkpoint, tmp
 
 
 def test_demo_section_adds_a_certified_accuracy_curve(noisy_checkpoint, tmp_path, mnist_train, mnist_test):
-    from advlab.cli.certify import DEMO_ORDER, demo_section
-    from advlab.cli.demo import DemoContext
+    from advlab.demo import DemoContext
+    from advlab.demo.certify import DEMO_ORDER, demo_section
     from advlab.report.run import RunDir
 
     assert DEMO_ORDER == 50

@@ -165,8 +165,8 @@ def test_evaluate_names_a_missing_checkpoint(tmp_path, capsys):
 
 
 def test_demo_section_compares_standard_fast_and_distilled(lenet_mnist, tmp_path, mnist_train, mnist_test):
-    from advlab.cli.demo import DemoContext
-    from advlab.cli.evaluate import DEMO_ORDER, demo_section
+    from advlab.demo import DemoContext
+    from advlab.demo.evaluate import DEMO_ORDER, demo_section
     from advlab.report.run import RunDir
 
     assert DEMO_ORDER == 45

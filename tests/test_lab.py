@@ -12,13 +12,13 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from advlab.attacks import PGD, FoolingImages
-from advlab.cli.lab import check_bind, url_for
 from advlab.cli.main import main
 from advlab.defenses.smoothing import Smooth
 from advlab.errors import AdvlabError
 from advlab.lab import ModelRegistry, create_lab_app
 from advlab.lab.images import decode_upload
 from advlab.lab.jobs import Cancelled, Job, watched_copy
+from advlab.lab.launch import check_bind, url_for
 
 
 @pytest.fixture(scope="module")

@@ -236,8 +236,8 @@ def test_fixed_view_is_upright_and_centred():
 
 
 def test_demo_section_adds_the_object_and_the_tshirt(lenet_mnist, tmp_path, mnist_train, mnist_test):
-    from advlab.cli.demo import DemoContext
-    from advlab.cli.physical3d import DEMO_ORDER, demo_section
+    from advlab.demo import DemoContext
+    from advlab.demo.physical3d import DEMO_ORDER, demo_section
     from advlab.report.run import RunDir
 
     assert DEMO_ORDER == 81

@@ -28,6 +28,32 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     return torch.device(name)
 
 
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """The model in eval mode for the duration of the block, its own mode (train or eval) restored
+    after, also when the block raises (dropout and batch-norm statistics must not stay switched)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+@contextlib.contextmanager
+def frozen_parameters(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Parameter gradients off for the duration of the block (input gradients only: weight gradients
+    would be wasted work), each parameter's flag restored after."""
+    flags = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in zip(model.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch; return a CPU generator for data order."""
     random.seed(seed)
@@ -270,16 +296,9 @@ def gradient_batch_size(model: torch.nn.Module, image_shape: tuple[int, ...], de
         model(x.contiguous(memory_format=torch.channels_last)).sum().backward()
         torch.cuda.synchronize(device)
 
-    flags = [p.requires_grad for p in model.parameters()]
-    for p in model.parameters():
-        p.requires_grad_(False)
-    was_training = model.training
-    model.eval()
     try:
-        size, _ = largest_batch(trial, start)
+        with frozen_parameters(model), eval_mode(model):
+            size, _ = largest_batch(trial, start)
     finally:
-        for p, flag in zip(model.parameters(), flags, strict=True):
-            p.requires_grad_(flag)
-        model.train(was_training)
         torch.cuda.empty_cache()
     return size

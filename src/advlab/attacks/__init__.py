@@ -5,7 +5,7 @@ White-box attacks (this package's own modules) are configured once and called on
 """
 
 from advlab.attacks.apgd import APGD, APGDTargeted
-from advlab.attacks.base import Attack, AttackResult, Cost, ThreatModel
+from advlab.attacks.base import Attack, AttackResult, Cost, ThreatModel, check_norm
 from advlab.attacks.cw import CarliniWagnerL2
 from advlab.attacks.deepfool import DeepFool
 from advlab.attacks.fab import FAB
@@ -14,12 +14,13 @@ from advlab.attacks.fooling import FoolingImages, FoolingResult
 from advlab.attacks.lbfgs import LBFGS
 from advlab.attacks.mifgsm import MIFGSM
 from advlab.attacks.pgd import BIM, PGD
-from advlab.attacks.registry import MINIMAL_NORM_ATTACKS, WHITEBOX_ATTACKS, build_attack
+from advlab.attacks.registry import ATTACKS, MINIMAL_NORM_ATTACKS, WHITEBOX_ATTACKS, AttackSpec, build_attack
 
 CW = CarliniWagnerL2
 
 __all__ = [
     "APGD",
+    "ATTACKS",
     "FAB",
     "APGDTargeted",
     "BIM",
@@ -32,6 +33,7 @@ __all__ = [
     "WHITEBOX_ATTACKS",
     "Attack",
     "AttackResult",
+    "AttackSpec",
     "CarliniWagnerL2",
     "Cost",
     "DeepFool",
@@ -39,4 +41,5 @@ __all__ = [
     "FoolingResult",
     "ThreatModel",
     "build_attack",
+    "check_norm",
 ]

@@ -34,9 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advlab.attacks.base import NORMS, Attack
-from advlab.attacks.common import batch_view, check_eps, check_positive_int, enforce_bound, project, random_start
+from advlab.attacks.base import Attack, ThreatModel
+from advlab.attacks.common import batch_view, check_positive_int
 from advlab.errors import AdvlabError, check_range
+from advlab.runtime import eval_mode
 
 APGD_LOSSES = ("ce", "dlr")
 
@@ -94,12 +95,9 @@ def apgd_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None
 
 def is_randomized(model: nn.Module, x: torch.Tensor, draws: int = 2) -> bool:
     """Whether the model's forward pass (in eval mode) is random: two passes on the same images differ."""
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         first = model(x)
         differs = any(not torch.equal(first, model(x)) for _ in range(draws - 1))
-    model.train(was_training)
     return differs
 
 
@@ -118,12 +116,10 @@ class APGD(Attack):
     def __init__(self, eps: float = 0.3, norm: str = "linf", steps: int = 100, loss: str = "ce", restarts: int = 1,
                  rho: float = 0.75, momentum: float = 0.75, eot: int = 1, early_stop: bool = True,
                  random_start: bool = True, seed: int | None = 0) -> None:
-        if norm not in NORMS:
-            raise AdvlabError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
+        self.threat = ThreatModel(norm, eps)
         if loss not in APGD_LOSSES:
             raise AdvlabError(f"unknown APGD loss {loss!r}; choose one of {', '.join(APGD_LOSSES)}")
-        self.norm, self.loss = norm, loss
-        self.eps = check_eps(eps, norm)
+        self.norm, self.eps, self.loss = self.threat.norm, self.threat.eps, loss
         self.steps = check_positive_int(steps, "steps")
         self.restarts = check_positive_int(restarts, "restarts")
         self.rho = check_range(rho, "rho", 0.0, 1.0)
@@ -160,10 +156,8 @@ class APGD(Attack):
 
     def _start(self, x, start, generator):
         if start is not None:
-            return project(start, x, self.eps, self.norm)
-        if self.random_start and self.eps > 0:
-            return random_start(x, self.eps, self.norm, generator)
-        return x.clone()
+            return self.threat.project(start, x)
+        return self.threat.random_start(x, generator) if self.random_start else x.clone()
 
     def _goal(self, logits, y, target):
         pred = logits.argmax(1)
@@ -212,10 +206,9 @@ class APGD(Attack):
                     break
             xa = x[a]
             step = batch_view(eta[a], xa) * self._direction(g_cur[a])
-            z = project(x_cur[a] + step, xa, eps, self.norm)
+            z = self.threat.project(x_cur[a] + step, xa)
             alpha = 1.0 if k == 0 else self.momentum  # no previous step to carry momentum from at k = 0
-            new = project(x_cur[a] + alpha * (z - x_cur[a]) + (1 - alpha) * (x_cur[a] - x_prev[a]), xa, eps,
-                          self.norm)
+            new = self.threat.project(x_cur[a] + alpha * (z - x_cur[a]) + (1 - alpha) * (x_cur[a] - x_prev[a]), xa)
             x_prev[a] = x_cur[a]
             x_cur[a] = new
             g, lg, f = self._gradient(model, new, y[a], None if aim is None else aim[a], cost)
@@ -251,7 +244,7 @@ class APGD(Attack):
         # (the loss still rose on at least rho of the steps since the one before, and its best improved), so
         # more iterations or another attack might still break the sample; the ensemble runs FAB-T there
         self._rising = failed & ~halved_at_check & ~stuck
-        return enforce_bound(best_adv, x, eps, self.norm), success, broke_at, grads_used
+        return self.threat.enforce(best_adv, x), success, broke_at, grads_used
 
     @staticmethod
     def _drop_fixed_points(a, x_cur, x_prev, x_max, g_cur, stuck):

@@ -21,7 +21,7 @@ import kornia.metrics
 import torch
 from torch import nn
 
-from advlab.attacks.base import Cost, ThreatModel, attack_mode, perturbation_norms
+from advlab.attacks.base import Cost, ThreatModel, attack_mode, check_norm, perturbation_norms
 from advlab.errors import AdvlabError, check_images, check_range
 
 MODES = ("latent", "output")
@@ -130,9 +130,8 @@ class AutoencoderAttack:
     def _bounded(self, autoencoder, x, goal, cost) -> torch.Tensor:
         adv = x.clone()
         if self.random_start:
-            gen = torch.Generator(device="cpu").manual_seed(self.seed)
-            noise = (torch.rand(x.shape, generator=gen) * 2 - 1).to(x.device) * self.eps
-            adv = self.threat.project(x + noise, x)
+            gen = torch.Generator(device="cpu").manual_seed(self.seed)  # the same start on every device
+            adv = self.threat.project(x + self.threat.random_delta(x.cpu(), gen).to(x.device), x)
         best = adv.clone()
         best_loss = torch.full((len(x),), float("inf"), device=x.device)
         view = (-1,) + (1,) * (x.dim() - 1)
@@ -150,7 +149,7 @@ class AutoencoderAttack:
         cost.forward += 1
         better = loss < best_loss
         best[better] = adv[better]
-        return best
+        return self.threat.enforce(best, x)
 
     def _penalized(self, autoencoder, x, goal, cost) -> torch.Tensor:
         adv = x.clone()
@@ -167,7 +166,8 @@ class AutoencoderAttack:
             with torch.no_grad():
                 projected = self.threat.project(x + delta, x) if self.threat else (x + delta).clamp(0, 1)
                 delta.copy_(projected - x)
-        return (x + delta).detach()
+        adv = (x + delta).detach()
+        return self.threat.enforce(adv, x) if self.threat else adv
 
 
 def random_perturbation_like(adv: torch.Tensor, x: torch.Tensor, norm: str = "linf",
@@ -177,17 +177,16 @@ def random_perturbation_like(adv: torch.Tensor, x: torch.Tensor, norm: str = "li
     The baseline an attack must beat: random signs scaled to the Linf norm, or a random Gaussian
     direction scaled to the L2 norm.
     """
+    check_norm(norm)
     delta = adv - x
     view = (-1,) + (1,) * (x.dim() - 1)
     if norm == "linf":
         size = delta.flatten(1).abs().amax(1).view(view)
         noise = (torch.randint(0, 2, x.shape, generator=generator).float() * 2 - 1).to(x.device) * size
-    elif norm == "l2":
+    else:
         size = delta.flatten(1).norm(dim=1).view(view)
         direction = torch.randn(x.shape, generator=generator).to(x.device)
         noise = direction / direction.flatten(1).norm(dim=1).clamp_min(1e-12).view(view) * size
-    else:
-        raise AdvlabError(f"unknown norm {norm!r}; choose linf or l2")
     return (x + noise).clamp(0, 1)
 
 

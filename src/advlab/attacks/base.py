@@ -1,5 +1,9 @@
 """What every attack shares: the threat model, the result, and the call protocol.
 
+The threat model (:class:`ThreatModel`: norm, eps and the pixel box) is the one place that
+validates a bound, projects onto it, draws a random start inside it and enforces it on the result;
+every bounded attack and the adversarial-training losses hold one.
+
 An attack is configured once and called on a batch: ``PGD(eps=0.3)(model, x, y) -> AttackResult``.
 The base class handles, once for all attacks, the pitfalls users of peer libraries hit most:
 inputs are checked (NCHW, float, [0, 1], no NaN); the model is put in eval mode and its mode
@@ -14,48 +18,131 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 from torch import nn
 
 from advlab.errors import AdvlabError, check_images, check_labels, check_range
-from advlab.runtime import full_precision
+from advlab.runtime import eval_mode, frozen_parameters, full_precision
 
 NORMS = ("linf", "l2")
 
 
+def check_norm(norm: str) -> str:
+    """The one check of a norm's name (attacks without an eps, such as DeepFool and FAB, use it alone)."""
+    if norm not in NORMS:
+        raise AdvlabError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
+    return norm
+
+
+def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return v.view(-1, *[1] * (like.dim() - 1))
+
+
 @dataclass(frozen=True)
 class ThreatModel:
-    """The perturbation set: ||x_adv - x||_norm <= eps, with x_adv in the [0, 1] box."""
+    """The perturbation set: ||x_adv - x||_norm <= eps, with x_adv inside the pixel box [lo, hi]
+    (advlab's one pixel space: [0, 1]).
+
+    It validates itself when built (one-line AdvlabError), and it is what every bounded attack and
+    adversarial-training loss calls to project (``project``, or ``bounds`` + ``clip`` in hot Linf
+    loops), to draw a random start (``random_start``, ``random_delta``) and to guarantee the returned
+    bound despite float rounding (``enforce``).
+    """
 
     norm: str = "linf"
     eps: float = 0.3
+    box: tuple[float, float] = (0.0, 1.0)
 
     def __post_init__(self) -> None:
-        if self.norm not in NORMS:
-            raise AdvlabError(f"unknown norm {self.norm!r}; choose one of {', '.join(NORMS)}")
-        bound = 1.0 if self.norm == "linf" else 1e6
-        check_range(self.eps, f"eps ({self.norm})", 0.0, bound)
+        check_norm(self.norm)
+        lo, hi = (check_range(v, "box bound", -1e6, 1e6) for v in self.box)
+        if not lo < hi:
+            raise AdvlabError(f"the pixel box must have lo < hi, got {self.box}")
+        bound = hi - lo if self.norm == "linf" else 1e6
+        object.__setattr__(self, "eps", check_range(self.eps, f"eps ({self.norm})", 0.0, bound))
+        object.__setattr__(self, "box", (lo, hi))
+
+    def bounds(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Linf only: per-pixel lower and upper bounds of the ball intersected with the box (both boxes,
+        so clipping to them is the exact projection); compute once, clip every step."""
+        if self.norm != "linf":
+            raise AdvlabError("per-pixel bounds exist for the linf threat model only")
+        lo, hi = self.box
+        return (x - self.eps).clamp_(min=lo), (x + self.eps).clamp_(max=hi)
+
+    @staticmethod
+    def clip(x_adv: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+        """x_adv clipped to precomputed ``bounds``, in place (one pass each way, no new tensor)."""
+        return torch.maximum(torch.minimum(x_adv, hi, out=x_adv), lo, out=x_adv)
 
     def project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Project onto the eps-ball around x intersected with the box [0, 1]."""
-        delta = x_adv - x
+        """Onto the eps-ball around x intersected with the box (a new tensor).
+
+        Linf: both sets are boxes and clamping to both is the exact projection. L2: scale into the
+        ball, then clip to the box; the clip only shrinks each coordinate's change, so the bound holds.
+        """
+        lo, hi = self.box
         if self.norm == "linf":
-            delta = delta.clamp(-self.eps, self.eps)
-        else:
-            norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
-            delta = delta * (self.eps / norms).clamp(max=1.0).view(-1, *[1] * (x.dim() - 1))
-        return (x + delta).clamp(0.0, 1.0)
+            return torch.min(torch.max(x_adv, x - self.eps), x + self.eps).clamp_(lo, hi)
+        delta = x_adv - x
+        factor = (self.eps / delta.flatten(1).norm(dim=1).clamp_min(1e-12)).clamp(max=1.0)
+        return (x + delta * _per_sample(factor, x)).clamp_(lo, hi)
+
+    def random_delta(self, x: torch.Tensor, generator: torch.Generator | None = None,
+                     scale: float = 1.0) -> torch.Tensor:
+        """A random point of the ball of radius scale * eps around 0, not clipped to the box: uniform in
+        the Linf ball; in the L2 ball, uniform direction and uniform radius. (scale > 1: the wider
+        starts of N-FGSM.)"""
+        radius = self.eps * scale
+        if self.norm == "linf":
+            return (torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1) * radius
+        gauss = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        direction = gauss / _per_sample(gauss.flatten(1).norm(dim=1).clamp_min(1e-12), gauss)
+        radii = torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype) * radius
+        return direction * _per_sample(radii, x)
+
+    def random_start(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A random point of the ball around x, projected into the box (x itself when eps is 0)."""
+        if self.eps == 0:
+            return x.clone()
+        return self.project(x + self.random_delta(x, generator), x)
+
+    def enforce(self, adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The final guard: the returned perturbation respects its bound exactly, despite float rounding.
+
+        Linf: project again. L2: if rounding left ||delta|| a hair above eps, shrink it by that factor
+        (and a 1e-7 margin); pixels move toward x, so they stay inside the box.
+        """
+        if self.norm == "linf":
+            return self.project(adv, x)
+        delta = adv - x
+        norms = delta.flatten(1).norm(dim=1)
+        factor = torch.where(norms > self.eps, self.eps * (1 - 1e-7) / norms.clamp_min(1e-12), torch.ones_like(norms))
+        return (x + delta * _per_sample(factor, x)).clamp_(*self.box)
 
 
 @dataclass
 class Cost:
-    """Work an attack did: forward and backward passes (per image) and oracle queries."""
+    """Work an attack did: forward and backward passes (per image) and oracle queries.
+
+    Costs add: ``a + b``, ``total += cost``, ``sum(costs, Cost())``.
+    """
 
     forward: int = 0
     backward: int = 0
     queries: int = 0
+
+    def __add__(self, other: Cost) -> Cost:
+        if not isinstance(other, Cost):
+            return NotImplemented
+        return Cost(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
+    def __radd__(self, other) -> Cost:
+        if other == 0:  # sum(costs) starts from 0
+            return Cost(self.forward, self.backward, self.queries)
+        return NotImplemented
 
     def to_dict(self) -> dict:
         return {"forward": self.forward, "backward": self.backward, "queries": self.queries}
@@ -95,11 +182,20 @@ class AttackResult:
         return (self.adv_pred == self.labels).float().mean().item()
 
     def summary(self) -> dict:
-        ok = self.success
-        med = {k: (v[ok].median().item() if ok.any() else float("nan")) for k, v in self.norms.items()}
-        return {"n": len(self.labels), "success_rate": self.success_rate, "robust_accuracy": self.robust_accuracy,
-                "clean_accuracy": self.clean_correct.float().mean().item(),
-                "median_norms_of_successes": med, "cost": self.cost.to_dict()}
+        """What the batch (or a whole data set, see advlab.evaluation.attack_dataset) achieved: rates,
+        median norms of the successes (of all, and of those on correctly classified samples), cost."""
+        ok, clean = self.success, self.clean_correct
+        n = len(self.labels)
+
+        def medians(mask: torch.Tensor) -> dict:
+            return {k: (v[mask].median().item() if mask.any() else float("nan")) for k, v in self.norms.items()}
+
+        return {"n": n, "success_rate": self.success_rate, "robust_accuracy": self.robust_accuracy,
+                "clean_accuracy": clean.float().mean().item(),
+                "success_rate_on_correct": (ok & clean).float().sum().item() / max(int(clean.sum()), 1),
+                "median_norms_of_successes": medians(ok), "median_norms_of_successes_on_correct": medians(ok & clean),
+                "targeted": self.target is not None, "cost": self.cost.to_dict(),
+                "gradient_passes_per_image": self.cost.backward / max(n, 1)}
 
 
 @contextlib.contextmanager
@@ -107,27 +203,20 @@ def attack_mode(model: nn.Module):
     """Eval mode, frozen parameters and channels-last convolutions for the duration of an attack;
     all three restored after.
 
-    Channels-last weights make every convolution's forward and input-gradient pass about 15% cheaper
-    on CPUs (oneDNN's native layout) with the same results up to float rounding; converting a small
-    model's weights costs microseconds, against the many passes of an attack.
+    Channels-last weights make every convolution's forward and input-gradient pass cheaper on CPUs
+    (oneDNN's native layout; docs/benchmarks.md measures it) with the same results up to float
+    rounding; converting a small model's weights is cheap against the many passes of an attack.
     """
-    was_training = model.training
-    flags = [p.requires_grad for p in model.parameters()]
     kernels = [p for p in model.parameters() if p.dim() == 4]
     contiguous = [p.is_contiguous() and not p.is_contiguous(memory_format=torch.channels_last) for p in kernels]
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    if any(contiguous):
-        model.to(memory_format=torch.channels_last)
-    try:
-        yield model
-    finally:
+    with eval_mode(model), frozen_parameters(model):
         if any(contiguous):
-            model.to(memory_format=torch.contiguous_format)
-        for p, flag in zip(model.parameters(), flags, strict=True):
-            p.requires_grad_(flag)
-        model.train(was_training)
+            model.to(memory_format=torch.channels_last)
+        try:
+            yield model
+        finally:
+            if any(contiguous):
+                model.to(memory_format=torch.contiguous_format)
 
 
 def spread_extra(result: AttackResult, extra: dict) -> None:
@@ -211,23 +300,19 @@ class Attack:
         spread_extra(result, self.__dict__.pop("_extra", None) or {})
         return result
 
-    #: Samples already misclassified (untargeted) or already in the target class are returned
-    #: unchanged and never attacked: their work would be wasted and their norm is 0.
-    skip_finished = True
-
     #: Whether perturb takes ``start`` (a point per sample to begin from).
     accepts_start = False
 
     def _perturb_unfinished(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
                             clean_pred: torch.Tensor, cost: Cost, start: torch.Tensor | None = None) -> torch.Tensor:
+        """Samples already misclassified (untargeted) or already in the target class are returned
+        unchanged and never attacked: their work would be wasted and their norm is 0."""
         def perturb(rows: torch.Tensor | None) -> torch.Tensor:  # the attack on some rows (None: all)
             def pick(t):
                 return t if t is None or rows is None else t[rows]
             extra = {} if start is None else {"start": pick(start)}  # only attacks that accept one get it
             return self.perturb(model, pick(x), pick(y), pick(target), cost, **extra)
 
-        if not self.skip_finished:
-            return perturb(None)
         finished = clean_pred == target if target is not None else clean_pred != y
         if not finished.any():
             return perturb(None)

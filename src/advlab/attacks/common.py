@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advlab.attacks.base import Cost
-from advlab.errors import AdvlabError, check_range
+from advlab.attacks.base import Cost, ThreatModel
+from advlab.errors import AdvlabError
 
 LOSSES = ("ce", "cw")
 
@@ -33,7 +33,8 @@ def check_positive_int(value, name: str) -> int:
 
 
 def check_eps(eps: float, norm: str) -> float:
-    return check_range(eps, f"eps ({norm})", 0.0, 1.0 if norm == "linf" else 1e6)
+    """eps validated for the norm (ThreatModel's check)."""
+    return ThreatModel(norm, eps).eps
 
 
 def margin(logits: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
@@ -92,44 +93,20 @@ def steepest_ascent(grad: torch.Tensor, norm: str) -> torch.Tensor:
     return grad.sign() if norm == "linf" else l2_normalize(grad)
 
 
+# For code that holds a bare (eps, norm) pair rather than a ThreatModel: the same arithmetic, there.
 def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
-    """Onto the eps-ball around x intersected with the box [0, 1].
-
-    For Linf the two sets are boxes and clamping both is the exact projection. For L2 we scale into
-    the ball, then clip to the box; the clip only shrinks each coordinate's change, so the bound holds.
-    """
-    if norm == "linf":
-        return torch.min(torch.max(x_adv, x - eps), x + eps).clamp_(0.0, 1.0)
-    delta = x_adv - x
-    norms = delta.flatten(1).norm(dim=1)
-    factor = (eps / norms.clamp_min(1e-12)).clamp(max=1.0)
-    return (x + delta * batch_view(factor, x)).clamp_(0.0, 1.0)
+    """ThreatModel(norm, eps).project(x_adv, x)."""
+    return ThreatModel(norm, eps).project(x_adv, x)
 
 
 def random_start(x: torch.Tensor, eps: float, norm: str, generator: torch.Generator | None = None) -> torch.Tensor:
-    """A uniform point of the Linf ball, or a point of the L2 ball with uniform direction and radius."""
-    if norm == "linf":
-        noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1
-        delta = noise * eps
-    else:
-        direction = l2_normalize(torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype))
-        radius = torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype) * eps
-        delta = direction * batch_view(radius, x)
-    return project(x + delta, x, eps, norm)
+    """ThreatModel(norm, eps).random_start(x, generator)."""
+    return ThreatModel(norm, eps).random_start(x, generator)
 
 
 def enforce_bound(adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
-    """Final guard so the returned perturbation respects its bound exactly, despite float rounding.
-
-    Linf: clamp again. L2: if rounding left ||delta|| a hair above eps, shrink it by that factor
-    (and a 1e-7 margin); pixels move toward x, so they stay inside [0, 1].
-    """
-    if norm == "linf":
-        return project(adv, x, eps, norm)
-    delta = adv - x
-    norms = delta.flatten(1).norm(dim=1)
-    factor = torch.where(norms > eps, eps * (1 - 1e-7) / norms.clamp_min(1e-12), torch.ones_like(norms))
-    return (x + delta * batch_view(factor, x)).clamp_(0.0, 1.0)
+    """ThreatModel(norm, eps).enforce(adv, x)."""
+    return ThreatModel(norm, eps).enforce(adv, x)
 
 
 def search_constant(initial_const: float, steps: int, n: int, device: torch.device,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from advlab.attacks.base import NORMS, Attack, Cost
+from advlab.attacks.base import Attack, Cost, check_norm
 from advlab.attacks.common import batch_view, check_positive_int, is_adversarial, margin
 from advlab.errors import AdvlabError, check_range
 
@@ -67,9 +67,7 @@ class DeepFool(Attack):
 
     def __init__(self, steps: int = 50, overshoot: float = 0.02, candidates: int = 10, norm: str = "l2",
                  box_aware: bool | int = False) -> None:
-        if norm not in NORMS:
-            raise AdvlabError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
-        self.norm = norm
+        self.norm = check_norm(norm)
         self.steps = check_positive_int(steps, "steps")
         self.overshoot = check_range(overshoot, "overshoot", 0.0, 10.0)
         self.candidates = check_positive_int(candidates, "candidates")

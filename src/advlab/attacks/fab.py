@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import torch
 
-from advlab.attacks.base import NORMS, Attack
-from advlab.attacks.common import batch_view, check_eps, check_positive_int, enforce_bound
-from advlab.errors import AdvlabError, check_range
+from advlab.attacks.base import Attack, ThreatModel, check_norm
+from advlab.attacks.common import batch_view, check_positive_int
+from advlab.errors import check_range
 
 
 def project_hyperplane_box(p: torch.Tensor, w: torch.Tensor, r: torch.Tensor, norm: str) -> torch.Tensor:
@@ -87,10 +87,9 @@ class FAB(Attack):
     def __init__(self, norm: str = "linf", eps: float | None = None, steps: int = 100, restarts: int = 1,
                  targets: int | None = None, eta: float = 1.05, beta: float = 0.9, alpha_max: float = 0.1,
                  search_steps: int = 20, seed: int | None = 0) -> None:
-        if norm not in NORMS:
-            raise AdvlabError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
-        self.norm = norm
-        self.eps = None if eps is None else check_eps(eps, norm)
+        self.norm = check_norm(norm)
+        self.threat = None if eps is None else ThreatModel(norm, eps)
+        self.eps = None if eps is None else self.threat.eps
         self.steps = check_positive_int(steps, "steps")
         self.restarts = check_positive_int(restarts, "restarts")
         self.targets = None if targets is None else check_positive_int(targets, "targets")
@@ -210,7 +209,7 @@ class FAB(Attack):
             t = None if target is None else target[rows]
             best[rows] = self._search(model, x[rows], y[rows], t, best[rows], cost)
         if self.eps is not None:
-            best = enforce_bound(best, x, self.eps, self.norm)
+            best = self.threat.enforce(best, x)
         return best, ok, found_at, used
 
     def perturb(self, model, x, y, target, cost):

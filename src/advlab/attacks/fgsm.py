@@ -7,9 +7,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from advlab.attacks.base import NORMS, Attack, Cost
-from advlab.attacks.common import check_eps, check_loss, loss_gradient, project, steepest_ascent
-from advlab.errors import AdvlabError
+from advlab.attacks.base import Attack, Cost, ThreatModel
+from advlab.attacks.common import check_loss, loss_gradient, steepest_ascent
 
 
 class FGSM(Attack):
@@ -23,13 +22,11 @@ class FGSM(Attack):
     name = "fgsm"
 
     def __init__(self, eps: float = 0.3, norm: str = "linf", loss: str = "ce") -> None:
-        if norm not in NORMS:
-            raise AdvlabError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
-        self.norm = norm
-        self.eps = check_eps(eps, norm)
+        self.threat = ThreatModel(norm, eps)
+        self.norm, self.eps = self.threat.norm, self.threat.eps
         self.loss = check_loss(loss)
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
                 cost: Cost) -> torch.Tensor:
         grad, _, _ = loss_gradient(model, x, y, target, self.loss, cost)
-        return project(x + self.eps * steepest_ascent(grad, self.norm), x, self.eps, self.norm)
+        return self.threat.project(x + self.eps * steepest_ascent(grad, self.norm), x)

@@ -13,18 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advlab.attacks.base import NORMS, Attack, Cost
-from advlab.attacks.common import (
-    batch_view,
-    check_eps,
-    check_loss,
-    check_positive_int,
-    enforce_bound,
-    loss_gradient,
-    project,
-    steepest_ascent,
-)
-from advlab.errors import AdvlabError, check_range
+from advlab.attacks.base import Attack, Cost, ThreatModel
+from advlab.attacks.common import batch_view, check_loss, check_positive_int, loss_gradient, steepest_ascent
+from advlab.errors import check_range
 
 
 def input_diversity(x: torch.Tensor, probability: float, min_scale: float, generator: torch.Generator | None = None
@@ -53,10 +44,8 @@ class MIFGSM(Attack):
     def __init__(self, eps: float = 0.3, steps: int = 10, decay: float = 1.0, step_size: float | None = None,
                  norm: str = "linf", loss: str = "ce", diversity: float = 0.0, min_scale: float = 0.8,
                  seed: int = 0) -> None:
-        if norm not in NORMS:
-            raise AdvlabError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
-        self.norm = norm
-        self.eps = check_eps(eps, norm)
+        self.threat = ThreatModel(norm, eps)
+        self.norm, self.eps = self.threat.norm, self.threat.eps
         self.steps = check_positive_int(steps, "steps")
         self.decay = check_range(decay, "decay", 0.0, 1e3)
         self.step_size = self.eps / self.steps if step_size is None else check_range(step_size, "step_size", 0, 1e6)
@@ -78,5 +67,5 @@ class MIFGSM(Attack):
             grad, _, _ = loss_gradient(seen, adv, y, target, self.loss, cost)
             l1 = grad.abs().flatten(1).sum(1).clamp_min(1e-12)
             momentum = self.decay * momentum + grad / batch_view(l1, grad)
-            adv = project(adv + self.step_size * steepest_ascent(momentum, self.norm), x, self.eps, self.norm)
-        return enforce_bound(adv, x, self.eps, self.norm)
+            adv = self.threat.project(adv + self.step_size * steepest_ascent(momentum, self.norm), x)
+        return self.threat.enforce(adv, x)

@@ -11,20 +11,36 @@ import math
 import torch
 from torch import nn
 
-from advlab.attacks.base import NORMS, Attack, Cost
+from advlab.attacks.base import Attack, Cost, ThreatModel
 from advlab.attacks.common import (
     attack_loss,
-    check_eps,
     check_loss,
     check_positive_int,
-    enforce_bound,
     is_adversarial,
     loss_gradient,
-    project,
-    random_start,
     steepest_ascent,
 )
-from advlab.errors import AdvlabError, check_range
+from advlab.errors import check_range
+
+
+def ascend(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, threat: ThreatModel,
+           adv: torch.Tensor, steps: int, step_size: float, loss: str, cost: Cost) -> torch.Tensor:
+    """The PGD loop, for the attacks and the adversarial-training losses alike: from adv, `steps`
+    steepest-ascent steps of size step_size on the objective, each projected onto the threat model.
+
+    Linf, the hot loop: one forward and one backward pass per step, then 3 in-place passes over the
+    batch (sign and step, clip to the precomputed intersection of the ball and the box).
+    """
+    if threat.norm == "linf":
+        lo, hi = threat.bounds(x)
+        for _ in range(steps):
+            grad, _, _ = loss_gradient(model, adv, y, target, loss, cost)
+            adv = threat.clip(adv.add(grad.sign_(), alpha=step_size), lo, hi)
+        return adv
+    for _ in range(steps):
+        grad, _, _ = loss_gradient(model, adv, y, target, loss, cost)
+        adv = threat.project(adv + step_size * steepest_ascent(grad, threat.norm), x)
+    return adv
 
 
 class PGD(Attack):
@@ -46,10 +62,8 @@ class PGD(Attack):
     def __init__(self, eps: float = 0.3, steps: int = 40, step_size: float | None = None, norm: str = "linf",
                  random_start: bool = True, restarts: int = 1, loss: str = "ce", early_stop: bool = False,
                  seed: int | None = None) -> None:
-        if norm not in NORMS:
-            raise AdvlabError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
-        self.norm = norm
-        self.eps = check_eps(eps, norm)
+        self.threat = ThreatModel(norm, eps)
+        self.norm, self.eps = self.threat.norm, self.threat.eps
         self.steps = check_positive_int(steps, "steps")
         self.step_size = (2.5 * self.eps / self.steps if step_size is None
                           else check_range(step_size, "step_size", 0.0, 1e6))
@@ -70,10 +84,10 @@ class PGD(Attack):
         restarts begin at random points as usual."""
         generator = self._generator(x.device)
         if start is not None:
-            start = project(start, x, self.eps, self.norm)
+            start = self.threat.project(start, x)
         if self.restarts == 1:
             adv, _ = self._run(model, x, y, target, cost, generator, evaluate=False, start=start)
-            return enforce_bound(adv, x, self.eps, self.norm)
+            return self.threat.enforce(adv, x)
         best_adv = x.clone()
         best_success = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         best_objective = torch.full((len(x),), -math.inf, device=x.device)
@@ -91,29 +105,18 @@ class PGD(Attack):
             best_adv[keep] = adv[better]
             best_success[keep] = success[better]
             best_objective[keep] = objective[better]
-        return enforce_bound(best_adv, x, self.eps, self.norm)
+        return self.threat.enforce(best_adv, x)
 
     def _run(self, model, x, y, target, cost, generator, evaluate: bool, start: torch.Tensor | None = None):
         """One PGD run (from start if given). With evaluate, also returns (success, objective) of each
         final iterate."""
-        alpha, eps, norm = self.step_size, self.eps, self.norm
+        alpha, threat = self.step_size, self.threat
         if start is not None:
             adv = start.clone()
         else:
-            adv = random_start(x, eps, norm, generator) if self.random_start and eps > 0 else x.clone()
-        if not self.early_stop and norm == "linf":
-            # The hot loop: one forward and one backward pass per step, then 3 in-place passes over the
-            # batch (sign and step, clip to the precomputed intersection of the ball and the box).
-            lo, hi = (x - eps).clamp_(min=0.0), (x + eps).clamp_(max=1.0)
-            for _ in range(self.steps):
-                grad, _, _ = loss_gradient(model, adv, y, target, self.loss, cost)
-                adv = adv.add(grad.sign_(), alpha=alpha)
-                torch.maximum(torch.minimum(adv, hi, out=adv), lo, out=adv)
-            return adv, (self._evaluate(model, adv, y, target, cost) if evaluate else None)
+            adv = threat.random_start(x, generator) if self.random_start else x.clone()
         if not self.early_stop:
-            for _ in range(self.steps):
-                grad, _, _ = loss_gradient(model, adv, y, target, self.loss, cost)
-                adv = project(adv + alpha * steepest_ascent(grad, norm), x, eps, norm)
+            adv = ascend(model, x, y, target, threat, adv, self.steps, alpha, self.loss, cost)
             return adv, (self._evaluate(model, adv, y, target, cost) if evaluate else None)
         done = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         objective = torch.full((len(x),), -math.inf, device=x.device)
@@ -128,8 +131,7 @@ class PGD(Attack):
             active, grad = active[keep], grad[keep]
             if len(active) == 0:
                 break
-            xa = x[active]
-            adv[active] = project(adv[active] + alpha * steepest_ascent(grad, norm), xa, eps, norm)
+            adv[active] = threat.project(adv[active] + alpha * steepest_ascent(grad, threat.norm), x[active])
         if not evaluate:
             return adv, None
         if len(active):

@@ -1,12 +1,20 @@
-"""White-box attacks by name, for the CLI and the evaluation layer.
+"""Attacks by name, for the CLI, the lab and the evaluation layer: a table of white-box attack
+specifications (class, the options its name fixes, the common options it takes, its norms), and the
+black-box ones (advlab.attacks.blackbox.BLACKBOX_ATTACKS, which take eps, norm, max_queries, seed and
+their own options).
 
-Bounded attacks take (eps, norm); minimal-perturbation attacks ignore eps and report per-sample norms.
+Defaults live in the attack classes only; ``build_attack`` passes an option on only when the caller
+gave it. Bounded attacks take (eps, norm); minimal-perturbation attacks take no eps and report
+per-sample norms.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from advlab.attacks.apgd import APGD, APGDTargeted
-from advlab.attacks.base import Attack
+from advlab.attacks.base import NORMS, Attack, check_norm
+from advlab.attacks.blackbox import BLACKBOX_ATTACKS, BlackBoxAttack
 from advlab.attacks.cw import CarliniWagnerL2
 from advlab.attacks.deepfool import DeepFool
 from advlab.attacks.fab import FAB
@@ -16,37 +24,59 @@ from advlab.attacks.mifgsm import MIFGSM
 from advlab.attacks.pgd import BIM, PGD
 from advlab.errors import AdvlabError
 
-WHITEBOX_ATTACKS = ("fgsm", "bim", "pgd", "mifgsm", "apgd-ce", "apgd-dlr", "apgd-t", "deepfool", "cw", "lbfgs",
-                    "fab", "fab-t")
-MINIMAL_NORM_ATTACKS = ("deepfool", "cw", "lbfgs", "fab", "fab-t")
-L2_ONLY = ("cw", "lbfgs")
+#: the options build_attack names; an attack receives those in its spec's ``takes``
+COMMON_OPTIONS = ("eps", "norm", "steps", "step_size", "early_stop")
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """One white-box attack: the class, the keyword arguments its name fixes (overridable), which of
+    COMMON_OPTIONS it takes, and the norms it supports."""
+
+    make: type[Attack]
+    takes: tuple[str, ...]
+    fixed: dict = field(default_factory=dict)
+    norms: tuple[str, ...] = NORMS
+
+    @property
+    def bounded(self) -> bool:
+        return "eps" in self.takes
+
+
+ATTACKS: dict[str, AttackSpec] = {
+    "fgsm": AttackSpec(FGSM, ("eps", "norm")),
+    "bim": AttackSpec(BIM, ("eps", "norm", "steps", "step_size", "early_stop")),
+    "pgd": AttackSpec(PGD, ("eps", "norm", "steps", "step_size", "early_stop")),
+    "mifgsm": AttackSpec(MIFGSM, ("eps", "norm", "steps", "step_size")),
+    "apgd-ce": AttackSpec(APGD, ("eps", "norm", "steps"), {"loss": "ce"}),
+    "apgd-dlr": AttackSpec(APGD, ("eps", "norm", "steps"), {"loss": "dlr"}),
+    "apgd-t": AttackSpec(APGDTargeted, ("eps", "norm", "steps")),
+    "deepfool": AttackSpec(DeepFool, ("norm", "steps")),
+    "cw": AttackSpec(CarliniWagnerL2, ("steps",), norms=("l2",)),
+    "lbfgs": AttackSpec(LBFGS, (), norms=("l2",)),
+    "fab": AttackSpec(FAB, ("norm", "steps")),
+    "fab-t": AttackSpec(FAB, ("norm", "steps"), {"targets": 9}),
+}
+
+WHITEBOX_ATTACKS = tuple(ATTACKS)
+MINIMAL_NORM_ATTACKS = tuple(name for name, spec in ATTACKS.items() if not spec.bounded)
+L2_ONLY = tuple(name for name, spec in ATTACKS.items() if spec.norms == ("l2",))
 
 
 def build_attack(name: str, eps: float = 0.3, norm: str = "linf", steps: int | None = None,
-                 step_size: float | None = None, early_stop: bool = False, **kwargs) -> Attack:
-    """An attack configured from CLI-style arguments; unknown names and bad norms are user errors."""
-    if name not in WHITEBOX_ATTACKS:
+                 step_size: float | None = None, early_stop: bool = False, **kwargs) -> Attack | BlackBoxAttack:
+    """An attack configured from CLI-style arguments; unknown names and bad norms are user errors.
+    Common options the attack does not take are ignored (eps for DeepFool); None leaves the class's
+    default; further keyword arguments go to the class as they are."""
+    if name in BLACKBOX_ATTACKS:
+        return BLACKBOX_ATTACKS[name](eps=eps, norm=norm, **kwargs)
+    spec = ATTACKS.get(name)
+    if spec is None:
         raise AdvlabError(f"unknown attack {name!r}; choose one of {', '.join(WHITEBOX_ATTACKS)}")
-    if name in L2_ONLY and norm != "l2":
-        raise AdvlabError(f"attack {name!r} is an L2 attack; pass --norm l2")
-    if name == "fgsm":
-        return FGSM(eps=eps, norm=norm, **kwargs)
-    if name == "bim":
-        return BIM(eps=eps, steps=steps, step_size=step_size, norm=norm, early_stop=early_stop, **kwargs)
-    if name == "pgd":
-        return PGD(eps=eps, steps=steps or 40, step_size=step_size, norm=norm, early_stop=early_stop, **kwargs)
-    if name == "mifgsm":
-        return MIFGSM(eps=eps, steps=steps or 10, step_size=step_size, norm=norm, **kwargs)
-    if name in ("apgd-ce", "apgd-dlr"):
-        return APGD(eps=eps, norm=norm, steps=steps or 100, loss=name.split("-")[1], **kwargs)
-    if name == "apgd-t":
-        return APGDTargeted(eps=eps, norm=norm, steps=steps or 100, **kwargs)
-    if name == "fab":
-        return FAB(norm=norm, steps=steps or 100, **kwargs)
-    if name == "fab-t":
-        return FAB(norm=norm, steps=steps or 100, targets=kwargs.pop("targets", 9), **kwargs)
-    if name == "deepfool":
-        return DeepFool(steps=steps or 50, norm=norm, **kwargs)
-    if name == "cw":
-        return CarliniWagnerL2(steps=steps or 100, **kwargs)
-    return LBFGS(**kwargs)
+    check_norm(norm)
+    if norm not in spec.norms:
+        raise AdvlabError(f"attack {name!r} is an {'/'.join(n.upper() for n in spec.norms)} attack; pass --norm "
+                          f"{spec.norms[0]}")
+    given = {"eps": eps, "norm": norm, "steps": steps, "step_size": step_size, "early_stop": early_stop}
+    options = {k: v for k, v in given.items() if k in spec.takes and v is not None}
+    return spec.make(**{**spec.fixed, **options, **kwargs})

@@ -1,21 +1,33 @@
-"""Options and helpers shared by the subcommands: data, device, models, run folders."""
+"""Options and helpers shared by the subcommands: data, device, models, run folders; the bodies that two
+commands share (a black-box run: blackbox and attack --oracle; a training run: train and defend)."""
 
 from __future__ import annotations
 
 import argparse
 import math
+import shutil
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from advlab.attacks.blackbox import HttpOracle, LocalOracle, Oracle
 from advlab.data import ImageDataset, load_dataset
 from advlab.data.folder import MAX_IMAGE_SIZE
 from advlab.errors import AdvlabError
+from advlab.evaluation.blackbox import BlackboxSettings, check_oracle_fits, run_blackbox
 from advlab.models import architecture, load_checkpoint, validate_metadata
-from advlab.report.run import check_run_destination
-from advlab.runtime import PRECISIONS, check_writable_file, check_writable_folder, compile_model, resolve_device
-from advlab.training import TrainConfig, default_config, train_model
+from advlab.report.run import RunDir, check_run_destination
+from advlab.report.sections import add_blackbox_section, add_training_section
+from advlab.runtime import (
+    PRECISIONS,
+    atomic_write,
+    check_writable_file,
+    check_writable_folder,
+    compile_model,
+    resolve_device,
+)
+from advlab.training import TrainConfig, default_config, distributed, train_model
 from advlab.training.trainer import SCHEDULES
 
 
@@ -297,3 +309,152 @@ def check_model_fits(meta: dict, data: ImageDataset, source: str) -> None:
 
 def device_from(args: argparse.Namespace) -> torch.device:
     return resolve_device(args.device)
+
+
+def number_list(text: str) -> list[float]:
+    """Comma-separated numbers in (0, 1] (Linf budgets, shares of the image area), each possibly a
+    fraction such as 8/255."""
+    from fractions import Fraction
+
+    try:
+        values = [float(Fraction(v.strip())) for v in text.split(",") if v.strip()]
+    except (ValueError, ZeroDivisionError, OverflowError):  # 1e400 overflows float(Fraction)
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers in (0, 1] such as 0.1,8/255, "
+                                         f"got {text!r}") from None
+    if not values or any(not 0 < v <= 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected numbers in (0, 1] (pixel values and image shares), got {text!r}")
+    return values
+
+
+def number_tuple(count: int):
+    """An argparse type: exactly `count` comma-separated numbers."""
+    def parse(text: str) -> tuple[float, ...]:
+        try:
+            values = tuple(float(v) for v in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {count} comma-separated numbers, got {text!r}") from None
+        if len(values) != count:
+            raise argparse.ArgumentTypeError(f"expected {count} comma-separated numbers, got {text!r}")
+        return values
+    return parse
+
+
+def add_run_args(parser: argparse.ArgumentParser, func) -> None:
+    """The options every run-folder command ends with (--device, --out, --overwrite, --no-progress),
+    and the function that runs it."""
+    add_device_arg(parser)
+    add_out_arg(parser)
+    add_progress_arg(parser)
+    parser.set_defaults(func=func)
+# --- black-box runs: `advlab blackbox` and `advlab attack --oracle` share these options and this body ---
+def add_oracle_args(parser: argparse.ArgumentParser, model_choice: bool = True) -> None:
+    """The flags that choose and limit the oracle; model_choice: --oracle or --model, one required
+    (a command with its own --model, such as attack, passes False)."""
+    if model_choice:
+        where = parser.add_mutually_exclusive_group(required=True)
+        where.add_argument("--oracle", metavar="URL", help="URL of an `advlab serve` prediction API")
+        where.add_argument("--model", help="a .safetensors checkpoint or architecture name: an in-process oracle")
+    else:
+        parser.add_argument("--oracle", metavar="URL", default=None,
+                            help="URL of an `advlab serve` prediction API to attack black-box")
+    parser.add_argument("--token", default=None, help="bearer token for --oracle (the server's --token)")
+    parser.add_argument("--labels-only", action="store_true", help="in-process oracle answers top labels only")
+    parser.add_argument("--budget", type=positive_int, default=None,
+                        help="total oracle queries (images) allowed for the whole run (default: unlimited)")
+
+
+def add_blackbox_args(parser: argparse.ArgumentParser) -> None:
+    """The flags only a black-box attack run has (defaults: advlab.evaluation.blackbox.BlackboxSettings)."""
+    parser.add_argument("--queries", type=positive_int, default=None, help="query limit per image (default 10000)")
+    parser.add_argument("--p-init", type=probability, default=None, help="Square: initial window fraction p")
+    parser.add_argument("--whitebox-pgd", action="store_true",
+                        help="also run white-box PGD-100 on the same images (in-process --model only)")
+
+
+def blackbox_settings(args: argparse.Namespace) -> BlackboxSettings:
+    """The settings the command line gives; what it leaves unset takes BlackboxSettings' defaults."""
+    given = {"attacks": tuple(a.strip() for a in args.attack.split(",") if a.strip()), "norm": args.norm,
+             "eps": args.eps, "n": args.n, "queries": args.queries, "batch_size": args.batch_size,
+             "p_init": args.p_init, "seed": args.seed, "whitebox_pgd": args.whitebox_pgd}
+    return BlackboxSettings(**{k: v for k, v in given.items() if v is not None})
+
+
+def make_oracle(args: argparse.Namespace, device: torch.device, budget: bool = True
+                ) -> tuple[Oracle, str, nn.Module | None]:
+    """The oracle the flags describe: (oracle, description, local model or None)."""
+    limit = args.budget if budget else None
+    if getattr(args, "oracle", None):
+        if args.labels_only:
+            raise AdvlabError("--labels-only applies to an in-process --model; a server decides with its own "
+                              "--labels-only")
+        return HttpOracle(args.oracle, token=args.token, budget=limit), args.oracle, None
+    if not args.model:
+        raise AdvlabError("give --oracle URL (an `advlab serve` API) or --model for an in-process oracle")
+    model, meta = resolve_model(args.model, args, device)
+    info = validate_metadata(meta, args.model)
+    if info.kind != "classifier":
+        raise AdvlabError(f"{args.model} is a {info.architecture} {info.kind}; an oracle needs a classifier")
+    return (LocalOracle(model, labels_only=args.labels_only, budget=limit, input_shape=info.input_shape),
+            f"in-process {args.model}", model)
+
+
+def run_oracle_attack(args: argparse.Namespace) -> int:
+    """`advlab blackbox` and `advlab attack --oracle`: advlab.evaluation.blackbox.run_blackbox, then the run folder."""
+    settings = blackbox_settings(args)
+    settings.build()  # unknown names fail before any work
+    device = device_from(args)
+    data = dataset_split(args, "test", settings.n)
+    oracle, described, model = make_oracle(args, device)
+    try:
+        check_oracle_fits(oracle, data)
+        x, y = data.tensors()
+        config = {"oracle": described, "attacks": list(settings.attacks), "norm": settings.norm, "eps": settings.bound,
+                  "n": len(x), "queries_per_image": settings.queries, "budget": args.budget, "seed": settings.seed,
+                  "dataset": args.dataset, "labels_only": oracle.labels_only}
+        with RunDir(args.out, "blackbox", config, overwrite=args.overwrite) as run_dir:
+            run = run_blackbox(oracle, x, y, settings, model, device, args.progress)
+            add_blackbox_section(run_dir, run, x, y, data.name, args.dataset, described)
+            out = run_dir.commit()
+    finally:
+        if isinstance(oracle, HttpOracle):
+            oracle.close()
+    for name, s in run.summaries.items():
+        med = "n/a" if s["median_queries"] is None else f"{s['median_queries']:.0f}"
+        print(f"{name}: success {s['success_rate']:.3f} on {s['clean_correct']} correctly classified "
+              f"images, median queries {med}, {s['total_queries']} queries, {s['seconds']:.0f} s")
+    if run.whitebox is not None:
+        print(f"white-box PGD success {run.whitebox['success_rate']:.3f}; black-box/white-box: "
+              + ", ".join(f"{k} {v['ratio_to_whitebox']:.3f}" for k, v in run.summaries.items()))
+    print(f"report: {out / 'report.html'}")
+    return 0
+
+
+# --- training runs: `advlab train` and `advlab defend` ---
+def run_training(args: argparse.Namespace, config: TrainConfig, batch_loss, command: str, title: str,
+                 note: str = "", epoch_end=None) -> int:
+    """Train (or fetch from the cache), write the run folder and print the checkpoint. Under torchrun
+    every process trains its share and only rank 0 writes anything."""
+    device = device_from(args)
+    train_data, test_data = dataset_split(args, "train"), dataset_split(args, "test")
+    data = {"train": train_data.describe(), "test": test_data.describe()}
+    options = {"batch_loss": batch_loss, "train_data": train_data, "test_data": test_data,
+               "use_cache": not args.force, "epoch_end": epoch_end, "compile": args.compile}
+    if distributed.init_distributed(device).enabled and not distributed.context().is_main:
+        train_model(config, device, args.data_dir, progress=False, **options)
+        return 0
+    # N processes follow one process's trajectory (within noise), so N is not part of the cache key
+    print(data_line(train_data, test_data))
+    with RunDir(args.out, command, {"train_config": config.to_dict(), "device": str(device), "data": data},
+                overwrite=args.overwrite) as run_dir:
+        model, meta, path, cached = train_model(config, device, args.data_dir, progress=args.progress, **options)
+        run_dir.metrics = {"checkpoint": str(path), "cached": cached, "recipe": config.recipe, "data": data,
+                           "resumed_after_epoch": meta.get("resumed_after_epoch"),
+                           "test_accuracy": meta["test_accuracy"], "train_seconds": meta.get("train_seconds"),
+                           "history": meta.get("history", [])}
+        add_training_section(run_dir, config, meta, title, note)
+        if args.checkpoint:
+            atomic_write(args.checkpoint, lambda tmp: shutil.copyfile(path, tmp))
+        out = run_dir.commit()
+    print(f"{'cached' if cached else 'trained'} {config.model} on {config.dataset}: test accuracy "
+          f"{meta['test_accuracy']:.4f}\ncheckpoint: {args.checkpoint or path}\nrun folder: {out}")
+    return 0

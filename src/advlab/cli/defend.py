@@ -1,16 +1,12 @@
 """advlab defend: train a model with a defense recipe; the result is an ordinary (cached) checkpoint.
 
-Each method is one entry of METHODS: its options, the TrainConfig.recipe it records (part of the
-cache key and of the checkpoint metadata), its own training defaults on MNIST (where the papers
-train longer than a standard model) and the batch loss it trains with.
+The methods are advlab.defenses.recipes.METHODS (each one's recipe, MNIST defaults and batch loss).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import fields
 
 from advlab.cli.common import (
     add_training_args,
@@ -20,96 +16,12 @@ from advlab.cli.common import (
     positive_float,
     positive_int,
     probability,
+    run_training,
     training_config,
 )
-from advlab.cli.train import run_training
-from advlab.defenses.adversarial import (
-    FAST_STARTS,
-    adversarial_loss,
-    augment_recipe,
-    fast_recipe,
-    gradalign_recipe,
-    nfgsm_recipe,
-    overfitting_guard,
-    pgd_recipe,
-    with_eps_ramp,
-    with_overfitting_guard,
-)
-from advlab.defenses.distillation import distill_recipe, distillation_loss
-from advlab.defenses.noise import GaussianNoiseLoss, noise_recipe
-from advlab.errors import AdvlabError
+from advlab.defenses.adversarial import FAST_STARTS
+from advlab.defenses.recipes import METHODS, DefenseOptions, TrainingData, defense_recipe, defense_training
 from advlab.training import TrainConfig, distributed
-from advlab.training.trainer import BatchLoss
-
-
-@dataclass(frozen=True)
-class Method:
-    summary: str
-    recipe: Callable[[argparse.Namespace], dict]  # what the checkpoint records; keys the cache
-    batch_loss: Callable[[TrainConfig, argparse.Namespace], BatchLoss]  # built from the validated config
-    mnist_defaults: dict = field(default_factory=dict)  # training options the paper's recipe changes
-    note: str = ""
-
-
-def _noise_recipe(args: argparse.Namespace) -> dict:
-    if args.sigma is None:
-        raise AdvlabError("--method noise needs --sigma (the noise level you will certify at, e.g. 0.25)")
-    return noise_recipe(args.sigma)
-
-
-def _distill_loss(config: TrainConfig, args: argparse.Namespace) -> BatchLoss:
-    return distillation_loss(config, device_from(args), args.data_dir, progress=args.progress,
-                             train_data=dataset_split(args, "train"), test_data=dataset_split(args, "test"))
-
-
-def _adversarial(config: TrainConfig, args: argparse.Namespace) -> BatchLoss:
-    images = 0  # the training set's size, read only when the recipe needs it
-    if config.recipe.get("eps_ramp_epochs") or config.recipe.get("start") == "carry":
-        images = min(config.train_subset or math.inf, len(dataset_split(args, "train")))
-    return adversarial_loss(config.recipe, config.seed, math.ceil(images / config.batch_size), images)
-
-
-def _single_step(recipe: Callable[[argparse.Namespace], dict]) -> Callable[[argparse.Namespace], dict]:
-    """A pgd/fast/nfgsm/gradalign recipe with the options every adversarial-training method shares."""
-    return lambda args: with_overfitting_guard(with_eps_ramp(recipe(args), args.eps_ramp), args.stop_on_overfit)
-
-
-ADVERSARIAL_NOTE = "Training accuracy is measured on the adversarial examples."
-# Wong et al.'s MNIST epochs, peak lr and batch size, on the onecycle schedule: their own triangle
-# (--schedule cyclic) keeps their small CNN clear of catastrophic overfitting but not mnist_cnn, which does
-# best with SGD, weight decay, an eps warm-up and a carried start with a small step (docs/defenses.md); the
-# defaults stay the paper's recipe
-FAST_MNIST = {"epochs": 10, "lr": 5e-3, "batch_size": 100}
-METHODS: dict[str, Method] = {
-    "noise": Method("Gaussian noise augmentation at --sigma, the base model of randomized smoothing "
-                    "(Cohen et al. 2019)", _noise_recipe,
-                    lambda config, args: GaussianNoiseLoss(config.recipe["sigma"], seed=config.seed),
-                    note="Training accuracy is measured on the noisy inputs."),
-    "augment": Method("adversarial data augmentation: alpha * clean + (1 - alpha) * FGSM loss at --eps "
-                      "(Goodfellow et al. 2015)", lambda args: augment_recipe(args.eps, args.alpha), _adversarial,
-                      note=ADVERSARIAL_NOTE),
-    "distill": Method("defensive distillation at --temperature (Papernot et al. 2016): a teacher and a "
-                      "student trained at T, deployed at T = 1", lambda args: distill_recipe(args.temperature),
-                      _distill_loss),
-    "pgd": Method("PGD adversarial training at --eps with --steps steps (Madry et al. 2018)",
-                  _single_step(lambda args: pgd_recipe(args.eps, args.steps, args.step_size)), _adversarial,
-                  mnist_defaults={"epochs": 8}, note=ADVERSARIAL_NOTE),
-    "fast": Method("fast adversarial training: one FGSM step from a random start, step 1.25 * eps "
-                   "(Wong et al. 2020), or from the sample's previous epoch's perturbation (--fgsm-start carry)",
-                   _single_step(lambda args: fast_recipe(args.eps, args.step_size, args.fgsm_start or "random")),
-                   _adversarial, mnist_defaults=FAST_MNIST, note=ADVERSARIAL_NOTE),
-    "nfgsm": Method("N-FGSM: one FGSM step of eps from a start of --noise * eps, no projection onto the eps-ball "
-                    "(de Jorge et al. 2022)",
-                    _single_step(lambda args: nfgsm_recipe(args.eps, args.step_size, args.noise)), _adversarial,
-                    mnist_defaults=FAST_MNIST, note=ADVERSARIAL_NOTE),
-    "gradalign": Method("FGSM training with the gradient-alignment penalty --align-weight * (1 - cos) between input "
-                        "gradients at x and at a random point of the eps-ball (Andriushchenko & Flammarion 2020)",
-                        _single_step(lambda args: gradalign_recipe(
-                            args.eps, 1.0 if args.align_weight is None else args.align_weight, args.step_size,
-                            args.random_start)),
-                        _adversarial, mnist_defaults=FAST_MNIST, note=ADVERSARIAL_NOTE),
-}
-SINGLE_STEP_OPTIONS = ("pgd", "fast", "nfgsm", "gradalign")  # the methods --eps-ramp and --stop-on-overfit apply to
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -118,10 +30,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description=f"Train a classifier with a defense recipe. Methods: {methods}. The checkpoint "
                        "records the recipe; unset training options take the method's and the data set's defaults "
                        "(on MNIST: pgd 8 epochs; fast, nfgsm and gradalign 10 epochs, peak lr 5e-3, batch 100, as "
-                       "Wong et al.; their triangular schedule is --schedule cyclic; on mnist_cnn, fast with "
-                       "--optimizer sgd --lr 0.1 --weight-decay 5e-4 --eps-ramp 2 --fgsm-start carry --step-size 0.15 "
-                       "gave about 90% under PGD at eps 0.3, these defaults 71-80%: docs/defenses.md). Runs unchanged "
-                       "under torchrun, like advlab train.")
+                       "Wong et al.; their triangular schedule is --schedule cyclic; docs/defenses.md compares "
+                       "recipes). Runs unchanged under torchrun, like advlab train.")
     p.add_argument("--method", required=True, choices=sorted(METHODS), help="the defense")
     p.add_argument("--eps", type=nonnegative_float(), default=0.3,
                    help="augment/pgd/fast/nfgsm/gradalign: L-inf radius on the [0, 1] scale (default 0.3)")
@@ -154,27 +64,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def defense_options(args: argparse.Namespace) -> DefenseOptions:
+    return DefenseOptions(**{f.name: getattr(args, f.name) for f in fields(DefenseOptions)})
+
+
 def defense_config(args: argparse.Namespace) -> TrainConfig:
-    method = METHODS[args.method]
-    defaults = method.mnist_defaults if args.dataset == "mnist" else {}
-    return training_config(args, defaults=defaults, recipe=method.recipe(args))
+    defaults = METHODS[args.method].mnist_defaults if args.dataset == "mnist" else {}
+    return training_config(args, defaults=defaults, recipe=defense_recipe(args.method, defense_options(args)))
 
 
 def run(args: argparse.Namespace) -> int:
     config = defense_config(args)
-    distributed.init_distributed(device_from(args))  # before any training (the distillation teacher)
-    method = METHODS[args.method]
-    for flag, value in (("--stop-on-overfit", args.stop_on_overfit), ("--eps-ramp", args.eps_ramp)):
-        if value is not None and args.method not in SINGLE_STEP_OPTIONS:
-            names = ", ".join(SINGLE_STEP_OPTIONS[:-1]) + " and " + SINGLE_STEP_OPTIONS[-1]
-            raise AdvlabError(f"{flag} applies to --method {names} only")
-    if args.method != "gradalign" and (args.random_start or args.align_weight is not None):
-        raise AdvlabError("--align-weight and --random-start apply to --method gradalign only")
-    if args.fgsm_start is not None and args.method != "fast":
-        raise AdvlabError("--fgsm-start applies to --method fast only")
-    if config.recipe.get("start") == "carry" and config.augment:
-        raise AdvlabError("--fgsm-start carry keeps each training image's perturbation, which random crops would "
-                          "misalign; add --no-augment")
-    guard = overfitting_guard(config.recipe, dataset_split(args, "train")) if args.stop_on_overfit else None
-    return run_training(args, config, method.batch_loss(config, args), "defend", "Defended training", method.note,
+    device = device_from(args)
+    distributed.init_distributed(device)  # before any training (the distillation teacher)
+    data = TrainingData(dataset_split(args, "train"), dataset_split(args, "test"), device, args.data_dir,
+                        args.progress)
+    loss, guard = defense_training(args.method, config, defense_options(args), data)
+    return run_training(args, config, loss, "defend", "Defended training", METHODS[args.method].note,
                         epoch_end=guard)

@@ -1,4 +1,5 @@
-"""advlab detect: run a backdoor detector on representations you bring (.npy feature matrix + labels)."""
+"""advlab detect: run a backdoor detector on representations you bring (.npy feature matrix + labels);
+the command behind `advlab.detection.files.detect_files`."""
 
 from __future__ import annotations
 
@@ -6,13 +7,11 @@ import argparse
 import json
 import os
 import tempfile
-import zipfile
 from pathlib import Path
 
-import numpy as np
-
 from advlab.cli.common import open_fraction, positive_int
-from advlab.detection import DETECTORS, detect
+from advlab.detection import DETECTORS
+from advlab.detection.files import detect_files
 from advlab.detection.spectre import MAX_K
 from advlab.errors import AdvlabError
 from advlab.runtime import atomic_write
@@ -39,23 +38,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def load_npy(path: str, what: str) -> np.ndarray:
-    """np.load without pickles; any unreadable file is a one-line user error."""
-    if not Path(path).is_file():
-        raise AdvlabError(f"{what} file {path} does not exist")
-    with open(path, "rb") as f:
-        if f.read(6) != b"\x93NUMPY":
-            raise AdvlabError(f"{path} is not a .npy file (no NumPy header); write the {what} with numpy.save")
-    try:
-        return np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        if "pickle" in str(exc):
-            raise AdvlabError(f"{path} holds Python objects, which are never unpickled; save a numeric array") from None
-        raise AdvlabError(f"{path} is not a readable .npy array ({str(exc).splitlines()[0][:120]})") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise AdvlabError(f"{path} is not a readable .npy array ({str(exc).splitlines()[0][:120]})") from None
-
-
 def check_destination(path: str) -> None:
     """Refuse an --out that cannot become a file, before any work: a folder, or a path under a file."""
     out = Path(path)
@@ -76,32 +58,20 @@ def check_destination(path: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_destination(args.out)
-    if args.poison_fraction is None and args.m is None and args.method != "clustering":
-        raise AdvlabError(f"--method {args.method} needs --poison-fraction or --m (the assumed number of poisons)")
-    features = load_npy(args.features, "features")
-    labels = load_npy(args.labels, "labels")
-    if features.dtype.kind not in "fiu":
-        raise AdvlabError(f"{args.features} must hold numbers, got dtype {features.dtype}")
     classes = None
     if args.classes:
         try:
             classes = [int(c) for c in args.classes.split(",")]
         except ValueError:
             raise AdvlabError(f"--classes must be comma-separated integers, got {args.classes!r}") from None
-    options: dict = {"poison_fraction": args.poison_fraction, "m": args.m, "classes": classes}
-    if args.method == "spectre":
-        options.update(k=args.k, max_k=args.max_k)
-    result = detect(args.method, features, labels, **options)
-    payload = {"method": args.method, "features": args.features, "n": int(len(result.scores)),
-               "poison_fraction": args.poison_fraction, "m": args.m, "removed_count": int(result.removed.sum()),
-               "removed": np.flatnonzero(result.removed).tolist(), "scores": result.scores.tolist(),
-               "per_class": {str(c): v for c, v in result.per_class.items()}}
+    payload = detect_files(args.method, args.features, args.labels, args.poison_fraction, args.m, classes, args.k,
+                           args.max_k)
     try:
         atomic_write(args.out, lambda tmp: tmp.write_text(json.dumps(payload, indent=1) + "\n"))
     except OSError as exc:
         raise AdvlabError(f"could not write --out {args.out} ({exc.strerror or exc})") from None
     lines = [f"{args.method}: removed {payload['removed_count']} of {payload['n']} rows"]
-    for c, info in result.per_class.items():
+    for c, info in payload["per_class"].items():
         extra = f", k = {info['k']}" if "k" in info else ""
         extra += f", silhouette {info['silhouette']:.3f}, flagged {info['flagged']}" if "silhouette" in info else ""
         lines.append(f"  class {c}: {info['removed']} of {info['n']} removed{extra}")

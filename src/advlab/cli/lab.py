@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
-import secrets
-import socket
 
 from advlab.cli.common import add_device_arg, device_from, port_number, positive_float, positive_int
-from advlab.errors import AdvlabError
-
-DEFAULT_PORT = 8765
+from advlab.lab.launch import DEFAULT_PORT, build_lab, serve_lab, url_for
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -38,70 +33,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_bind(host: str, port: int, token: str | None) -> None:
-    if not 0 <= port <= 65535:
-        raise AdvlabError(f"--port must be in 0..65535, got {port}")
-    if not is_loopback(host) and not token:
-        raise AdvlabError(f"--host {host} is reachable from other machines: pass --token (e.g. --token random) so "
-                          "that only people given the URL can use the lab, or keep the default 127.0.0.1")
-
-
-def default_checkpoint(args: argparse.Namespace, device) -> str:
-    """The MNIST model of `advlab demo`: trained once, then taken from the cache."""
-    from advlab.training import default_config, train_model
-
-    config = default_config("mnist")
-    print(f"lab: no --model given: using {config.model} on MNIST (trained once, then reused from the cache)")
-    _, meta, path, cached = train_model(config, device, args.data_dir, progress=True)
-    print(f"lab: {'reused' if cached else 'trained'} {config.model}, test accuracy {meta['test_accuracy']:.4f}")
-    return str(path)
-
-
-def build(args: argparse.Namespace):
-    """(app, url, token) for the arguments; checks everything before any work."""
-    from advlab.lab import create_lab_app
-    from advlab.lab.models import ModelRegistry
-
-    token = secrets.token_urlsafe(16) if args.token == "random" else args.token
-    check_bind(args.host, args.port, token)
-    if args.max_upload_mb <= 0:
-        raise AdvlabError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
-    device = device_from(args)
-    paths = args.model or [default_checkpoint(args, device)]
-    registry = ModelRegistry(paths, scan_cache=args.cache_models, device=device, data_dir=args.data_dir)
-    app = create_lab_app(registry, token=token, max_jobs=args.max_jobs,
-                         max_upload_bytes=int(args.max_upload_mb * 2**20), data_dir=args.data_dir)
-    return app, registry, token
-
-
-def url_for(host: str, port: int, token: str | None) -> str:
-    shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
-
-
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    app, registry, token = build(args)
-    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((args.host, args.port))
-    except OSError as exc:
-        sock.close()
-        raise AdvlabError(f"cannot listen on {args.host}:{args.port} ({exc.strerror}); choose another --port") from None
-    port = sock.getsockname()[1]
-    print(f"lab: {len(registry.entries)} model(s); open {url_for(args.host, port, token)} (Ctrl-C stops)", flush=True)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    server.run(sockets=[sock])
+    app, registry, token = build_lab(args.model, args.host, args.port, args.token, args.max_jobs, args.max_upload_mb,
+                                     args.cache_models, args.data_dir, device_from(args))
+    serve_lab(app, args.host, args.port, lambda port: print(f"lab: {len(registry.entries)} model(s); open "
+                                                            f"{url_for(args.host, port, token)} (Ctrl-C stops)",
+                                                            flush=True))
     return 0

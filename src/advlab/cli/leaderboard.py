@@ -13,13 +13,8 @@ import argparse
 
 from advlab.cli.common import add_out_arg
 from advlab.evaluation.records import RecordStore
-from advlab.report.leaderboard import leaderboard_html, leaderboard_table, markdown, sort_table, table_json
+from advlab.report.leaderboard import add_leaderboard, leaderboard_table, markdown, sort_table
 from advlab.report.run import RunDir
-
-NOTE = ("One row per evaluation: a checkpoint (by content hash) under one protocol, its settings and its "
-        "images. Robust columns are the per-sample worst case of the protocol's attacks at each L-inf (or L2) "
-        "eps; certified columns the randomized-smoothing certified accuracy at each L2 radius. Training cost "
-        "comes from the checkpoint's metadata.")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -50,11 +45,7 @@ def run(args: argparse.Namespace) -> int:
     config = {"records": str(store.path), "sort": table["sorted_by"], "descending": table["descending"],
               "dataset": args.dataset, "protocol": args.protocol}
     with RunDir(args.out, "leaderboard", config, overwrite=args.overwrite) as run_dir:
-        (run_dir.tmp / "leaderboard.html").write_text(leaderboard_html(table, note=NOTE))
-        (run_dir.tmp / "leaderboard.json").write_text(table_json(table))
-        run_dir.metrics = {"records": len(table["rows"]), "keys": table["keys"]}
-        run_dir.add_section("Leaderboard", NOTE + " The sortable page is leaderboard.html in this folder.",
-                            table={"columns": table["columns"], "rows": table["rows"]}, key="leaderboard")
+        add_leaderboard(run_dir, table)
         out = run_dir.commit()
     print(text)
     print(f"\nsorted by {table['sorted_by']} ({'descending' if table['descending'] else 'ascending'}); "

@@ -5,7 +5,9 @@ survives cloth folds modelled by thin plate splines (Xu et al. 2020, the adversa
 They are commands of their own rather than modes of ``advlab physical``: their inputs (a texture, a
 pose and lighting distribution, a wearer class, deformation strengths) and their measurements
 (shares of random viewpoints; success with and without deformation) share nothing with the
-destruction-rate table that ``advlab physical`` writes.
+destruction-rate table that ``advlab physical`` writes. The library calls behind them:
+`advlab.attacks.physical.eot3d.compare_textures`, `advlab.attacks.physical.tshirt.compare_tshirts`,
+and `advlab.report.physical.object_section` / `tshirt_section`.
 """
 
 from __future__ import annotations
@@ -13,56 +15,37 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-import torch
-from PIL import Image
-
 from advlab.attacks.physical import PrintPhotoSimulation
-from advlab.attacks.physical.eot3d import compare_textures, texture_from_image
-from advlab.attacks.physical.render import SHAPES, Renderer, ViewDistribution, check_texture
+from advlab.attacks.physical.eot3d import compare_textures
+from advlab.attacks.physical.render import SHAPES, ViewDistribution
 from advlab.attacks.physical.tshirt import MAX_STRENGTH, ClothDeformation, compare_tshirts, strength_grid
 from advlab.cli.common import (
     add_data_args,
-    add_device_arg,
-    add_out_arg,
-    add_progress_arg,
+    add_run_args,
     check_model_fits,
     dataset_split,
     device_from,
     finite_float,
     nonnegative_int,
+    number_list,
+    number_tuple,
     positive_int,
     resolve_model,
     seed_int,
 )
-from advlab.cli.physical import default_model, number_list, pick
 from advlab.errors import AdvlabError
-from advlab.report.physical_figures import (
-    rotation_curve_figure,
-    strength_curve_figure,
-    texture_figure,
-    view_grid_figure,
+from advlab.evaluation.physical import class_texture, load_texture, make_renderers, pick
+from advlab.report.physical import (
+    ATHALYE_TURTLE,
+    XU_DIGITAL,
+    XU_PHYSICAL,
+    object_lines,
+    object_section,
+    tshirt_lines,
+    tshirt_section,
 )
 from advlab.report.run import RunDir
-
-DEMO_ORDER = 81
-# Athalye et al. 2018: the 3D-printed turtle, classified as the target ("rifle") in 82% of 100 photos.
-ATHALYE_TURTLE = 0.82
-# Xu et al. 2020: attack success of the TPS-trained T-shirt against a person detector.
-XU_DIGITAL, XU_PHYSICAL = 0.74, 0.57
-
-
-def number_tuple(count: int):
-    """An argparse type: exactly `count` comma-separated numbers."""
-    def parse(text: str) -> tuple[float, ...]:
-        try:
-            values = tuple(float(v) for v in text.split(","))
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {count} comma-separated numbers, got {text!r}") from None
-        if len(values) != count:
-            raise argparse.ArgumentTypeError(f"expected {count} comma-separated numbers, got {text!r}")
-        return values
-    return parse
+from advlab.training import default_config
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -103,10 +86,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--per-angle", type=positive_int, default=20, help="views per angle of the rotation curve")
     p.add_argument("--seed", type=seed_int, default=0, help="seed (default: %(default)s)")
     add_data_args(p, "cifar10")
-    add_device_arg(p)
-    add_out_arg(p)
-    add_progress_arg(p)
-    p.set_defaults(func=run_physical3d)
+    add_run_args(p, run_physical3d)
 
     q = sub.add_parser("tshirt", help="an adversarial T-shirt: a universal patch trained over thin plate spline "
                        "cloth deformations", description="Train a universal patch worn by the images of one class "
@@ -137,91 +117,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--no-photo", dest="photo", action="store_false", help="skip the print-and-photo simulation")
     q.add_argument("--seed", type=seed_int, default=0, help="seed (default: %(default)s)")
     add_data_args(q, "cifar10")
-    add_device_arg(q)
-    add_out_arg(q)
-    add_progress_arg(q)
-    q.set_defaults(func=run_tshirt)
-
-
-def load_texture(path: str, channels: int) -> torch.Tensor:
-    """A texture file as (C, H, W) floats; refuses what is not an image in [0, 1]."""
-    file = Path(path)
-    if not file.is_file():
-        raise AdvlabError(f"texture file {path} does not exist")
-    if file.suffix.lower() == ".npy":
-        try:
-            array = np.load(file, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise AdvlabError(f"cannot read {path} as a NumPy array ({exc})") from None
-        if array.ndim != 3 or not np.issubdtype(array.dtype, np.floating):
-            raise AdvlabError(f"{path} must hold floats shaped (H, W, C) or (C, H, W), got {array.dtype} "
-                              f"{array.shape}")
-        texture = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
-        if texture.shape[0] not in (1, 3) and texture.shape[-1] in (1, 3):
-            texture = texture.permute(2, 0, 1)
-    else:
-        try:
-            with Image.open(file) as image:
-                image = image.convert("L" if channels == 1 else "RGB")
-                texture = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255)
-        except OSError as exc:
-            raise AdvlabError(f"cannot read {path} as an image ({exc})") from None
-        texture = texture[None] if texture.dim() == 2 else texture.permute(2, 0, 1)
-    check_texture(texture, channels)
-    if min(texture.shape[1:]) < 4:
-        raise AdvlabError(f"texture {path} is too small ({tuple(texture.shape)}); give at least 4 x 4 pixels")
-    return texture.contiguous()
-
-
-def class_images(data, cls: int, n: int) -> torch.Tensor:
-    idx = (data.labels == cls).nonzero().flatten()[:n]
-    return data.subset(idx)[:][0]
-
-
-def object_section(run_dir: RunDir, model, result: dict, renderer: Renderer, target: int, true_class: int,
-                   classes: list[str], label: str, eps: float, steps: int, samples: int, views: int,
-                   per_angle: int) -> None:
-    """Table, view grid, rotation curve and textures of a compare_textures result."""
-    textures, rows = result["textures"], result["rows"]
-    sampled = renderer.sample(8, torch.Generator().manual_seed(4242))
-    shown, titles, marks = {}, {}, {}
-    with torch.no_grad():
-        for name, tex in textures.items():
-            images = renderer(tex, sampled)
-            preds = model(images).argmax(1).tolist()
-            shown[name] = renderer(tex, sampled, full_resolution=True)
-            titles[name] = [classes[p] for p in preds]
-            marks[name] = [p == target for p in preds]
-    grid = view_grid_figure(shown, titles, run_dir.figure_path("object_views.png"),
-                            f"{label}: held-out views of each texture (prediction above; red: the target "
-                            f"'{classes[target]}')", marks)
-    curve = rotation_curve_figure(result["curves"], run_dir.figure_path("object_rotation.png"), classes[target],
-                                  classes[true_class], ATHALYE_TURTLE)
-    tex_fig = texture_figure(textures, run_dir.figure_path("object_textures.png"), f"textures (Linf change <= "
-                             f"{eps * 255:.0f}/255)")
-    table = [[r["texture"], r["target_rate"], r["true_rate"], classes[r["fixed_view_prediction"]],
-              round(r["linf_change"] * 255, 1)] for r in rows]
-    table.append(["Athalye et al. 2018 (3D-printed turtle, 100 photos)", ATHALYE_TURTLE, "-", "-", "-"])
-    run_dir.add_section(
-        "Physical world: 3D adversarial object",
-        f"{label}: an object of true class '{classes[true_class]}' rendered from random poses (rotation about every "
-        "axis, distance, translation), ambient + directional Lambertian lighting, background images and camera "
-        f"noise; textures optimized toward '{classes[target]}' with Linf change <= {eps * 255:.0f}/255 for "
-        f"{steps} Adam steps: on one fixed view, or by EOT over {samples} fresh views per step. Measured on "
-        f"{views} held-out random views (other backgrounds, other draws); the curve turns the object about its "
-        f"vertical axis, {per_angle} random distances, lights and backgrounds per angle.",
-        table={"columns": ["texture", f"views as '{classes[target]}'", f"views as '{classes[true_class]}'",
-                           "fixed view's prediction", "Linf change (/255)"], "rows": table},
-        figures=[(grid.name, "held-out views with predictions"), (curve.name, "share against rotation angle"),
-                 (tex_fig.name, "the textures")], key="physical3d")
-
-
-def make_renderers(args_or_cfg: dict, train_bg: torch.Tensor, test_bg: torch.Tensor, size: int
-                   ) -> tuple[Renderer, Renderer]:
-    views = ViewDistribution(rotation=tuple(args_or_cfg["rotation"]), distance=tuple(args_or_cfg["distance"]),
-                             translation=args_or_cfg["translation"], noise=args_or_cfg["noise"])
-    return tuple(Renderer(bg, size=size, supersample=args_or_cfg["supersample"], shape=args_or_cfg["shape"],
-                          views=views) for bg in (train_bg, test_bg))
+    add_run_args(q, run_tshirt)
 
 
 def run_physical3d(args: argparse.Namespace) -> int:
@@ -241,14 +137,9 @@ def run_physical3d(args: argparse.Namespace) -> int:
     if target == true_class:
         raise AdvlabError("--target must differ from --object-class")
     channels, size = test.shape[0], test.shape[-1]
-    if args.texture:
-        texture = load_texture(args.texture, channels)
-    else:
-        candidates = (train.labels == true_class).nonzero().flatten()
-        if not 0 <= args.texture_index < len(candidates):
-            raise AdvlabError(f"--texture-index must be in 0..{len(candidates) - 1} for class {args.object_class}")
-        texture = texture_from_image(train.subset(candidates[args.texture_index:args.texture_index + 1])[:][0][0])
-    spec = args.model or default_model(args.dataset)
+    texture = (load_texture(args.texture, channels) if args.texture
+               else class_texture(train, true_class, args.texture_index, args.object_class))
+    spec = args.model or default_config(args.dataset).model
     model, meta = resolve_model(spec, args, device)
     check_model_fits(meta, test, spec)
     train_bg = pick(train, args.backgrounds, True, args.seed)[:][0]
@@ -269,61 +160,9 @@ def run_physical3d(args: argparse.Namespace) -> int:
         run_dir.metrics["physical3d"] = {"rows": result["rows"], "curves": result["curves"], "cost": result["cost"],
                                          "reference": {"athalye_turtle_target_rate": ATHALYE_TURTLE}}
         out = run_dir.commit()
-    for r in result["rows"]:
-        print(f"{r['texture']:12s}: {r['target_rate']:.3f} of {r['views']} held-out views as "
-              f"'{test.classes[target]}', {r['true_rate']:.3f} as '{test.classes[true_class]}'")
-    print(f"(Athalye et al.'s 3D-printed turtle: {ATHALYE_TURTLE:.0%} as the target)")
+    print("\n".join(object_lines(result["rows"], test.classes[target], test.classes[true_class])))
     print(f"report: {out / 'report.html'}")
     return 0
-
-
-def tshirt_section(run_dir: RunDir, model, result: dict, test_x: torch.Tensor, test_y: torch.Tensor,
-                   classes: list[str], label: str, args_summary: dict) -> None:
-    rows, wearers, patches = result["rows"], result["wearers"], result["patches"]
-    wearer = wearers["TPS"]
-    goal = f"not '{classes[wearer.source]}'" if wearer.target is None else f"'{classes[wearer.target]}'"
-    x = test_x[test_y == wearer.source][:8]
-    deformation = ClothDeformation(args_summary["test_strength"], args_summary["grid"])
-    shown, titles, marks = {}, {}, {}
-    with torch.no_grad():
-        for name, patch in patches.items():
-            generator = torch.Generator().manual_seed(77)
-            images = wearer.wear(patch, x, deformation, generator)
-            preds = model(images).argmax(1).tolist()
-            shown[f"{name}-trained"] = images
-            titles[f"{name}-trained"] = [classes[p] for p in preds]
-            marks[f"{name}-trained"] = [(p != wearer.source) if wearer.target is None else p == wearer.target
-                                        for p in preds]
-        folds = deformation(patches["TPS"], 4, torch.Generator().manual_seed(5))
-    patch_fig = texture_figure({"TPS-trained patch": patches["TPS"], "rigid-trained patch": patches["rigid"],
-                                **{f"printed + folded {i + 1}": f for i, f in enumerate(folds)}},
-                               run_dir.figure_path("tshirt_patch.png"), "the patches; a few printed, folded copies")
-    grid = view_grid_figure(shown, titles, run_dir.figure_path("tshirt_placements.png"),
-                            f"held-out '{classes[wearer.source]}' images wearing the deformed patch (strength "
-                            f"{deformation.strength:g}; red: {goal})", marks)
-    curve = strength_curve_figure(result["curves"], run_dir.figure_path("tshirt_strength.png"),
-                                  args_summary["train_strength"], f"attack success ({goal})")
-    columns = ["patch", "undeformed", f"TPS-deformed ({deformation.strength:g})"]
-    has_photo = "deformed_photo" in rows[0]
-    if has_photo:
-        columns.append("deformed + photo simulation")
-    table = [[r["patch"], r["undeformed"], r["deformed"]] + ([r["deformed_photo"]] if has_photo else [])
-             for r in rows]
-    table.append(["random patch (baseline)", rows[0]["random_undeformed"], rows[0]["random_deformed"]]
-                 + ([rows[0]["random_deformed_photo"]] if has_photo else []))
-    table.append(["Xu et al. 2020, TPS (person detector: digital / physical)", "-", XU_DIGITAL]
-                 + ([XU_PHYSICAL] if has_photo else []))
-    run_dir.add_section(
-        "Physical world: adversarial T-shirt",
-        f"{label}: a universal patch ({args_summary['size']:.0%} of the image) worn by '{classes[wearer.source]}' "
-        f"images, goal {goal}; trained {args_summary['steps']} Adam steps over the printer colour map, TPS cloth "
-        f"folds (strength {args_summary['train_strength']:g}, a {args_summary['grid']}x{args_summary['grid']} "
-        "grid), a rigid placement on the chest and the sampled camera transformations, against the same patch "
-        "trained without TPS. Attack success on held-out test images of the class that the model classifies "
-        f"correctly ({rows[0]['images']} images x {rows[0]['draws']} fresh draws).",
-        table={"columns": columns, "rows": table},
-        figures=[(patch_fig.name, "the patches and folded copies"), (grid.name, "deformed placements"),
-                 (curve.name, "success against deformation strength")], key="tshirt")
 
 
 def parse_strengths(text: str | None) -> list[float]:
@@ -353,7 +192,7 @@ def run_tshirt(args: argparse.Namespace) -> int:
     target = None if args.target is None else test.class_index(args.target)
     if target == source:
         raise AdvlabError("--target must differ from --wearer")
-    spec = args.model or default_model(args.dataset)
+    spec = args.model or default_config(args.dataset).model
     model, meta = resolve_model(spec, args, device)
     check_model_fits(meta, test, spec)
     train_x, train_y = (t.to(device) for t in train[:])
@@ -372,43 +211,6 @@ def run_tshirt(args: argparse.Namespace) -> int:
         run_dir.metrics["tshirt"] = {"rows": result["rows"], "curves": result["curves"], "cost": result["cost"],
                                      "reference": {"xu_digital": XU_DIGITAL, "xu_physical": XU_PHYSICAL}}
         out = run_dir.commit()
-    for r in result["rows"]:
-        photo = f", deformed + photo {r['deformed_photo']:.3f}" if "deformed_photo" in r else ""
-        print(f"{r['patch']:18s}: success undeformed {r['undeformed']:.3f}, deformed {r['deformed']:.3f}{photo} "
-              f"(random patch {r['random_deformed']:.3f})")
-    print(f"(Xu et al. 2020, TPS-trained T-shirt vs a person detector: {XU_DIGITAL:.0%} digital, "
-          f"{XU_PHYSICAL:.0%} physical)")
+    print("\n".join(tshirt_lines(result["rows"])))
     print(f"report: {out / 'report.html'}")
     return 0
-
-
-def demo_section(ctx) -> None:
-    """A 3D object and a T-shirt on the demo's MNIST model, in seconds: a tiny texture, few steps."""
-    quick = ctx.quick
-    classes = ctx.test_data.classes
-    train_bg = ctx.train_data.head(16 if quick else 64)[:][0].to(ctx.device)
-    test_bg = ctx.test_data.subset(slice(1000, 1016 if quick else 1064))[:][0].to(ctx.device)
-    config = {"rotation": (180.0, 180.0, 180.0), "distance": (2.2, 3.0), "translation": 0.08, "noise": 0.02,
-              "supersample": 2, "shape": "shell"}
-    size = ctx.test_data.shape[-1]
-    train_renderer, test_renderer = make_renderers(config, train_bg, test_bg, size)
-    true_class, target = 0, 3
-    source = ctx.train_data.subset((ctx.train_data.labels == true_class).nonzero().flatten()[:1])[:][0][0]
-    texture = texture_from_image(source, 16, 32).to(ctx.device)
-    steps, samples, views, per_angle, turn = (4, 4, 24, 2, 90) if quick else (40, 8, 200, 8, 45)
-    eps = 0.3
-    result = compare_textures(ctx.model, train_renderer, test_renderer, texture, target, true_class, eps, steps,
-                              samples, None, views, angles=list(range(0, 361, turn)), per_angle=per_angle,
-                              progress=ctx.progress)
-    object_section(ctx.run, ctx.model, result, test_renderer, target, true_class, classes, "demo model on MNIST",
-                   eps, steps, samples, views, per_angle)
-    tx, ty = (t.to(ctx.device) for t in ctx.train_data.head(600 if quick else 3000)[:])
-    hx, hy = (t.to(ctx.device) for t in ctx.test_data.subset(slice(2000, 2200 if quick else 3000))[:])
-    patch_steps = 4 if quick else 60
-    tshirt = compare_tshirts(ctx.model, tx, ty, hx, hy, source=1, size=0.2, steps=patch_steps, lr=0.1,
-                             strengths=[0.0, 0.15] if quick else [0.0, 0.05, 0.1, 0.15], draws=1 if quick else 2,
-                             progress=ctx.progress)
-    tshirt_section(ctx.run, ctx.model, tshirt, hx, hy, classes, "demo model on MNIST",
-                   {"size": 0.2, "train_strength": 0.08, "test_strength": 0.08, "grid": 4, "steps": patch_steps})
-    ctx.run.metrics["physical3d"] = {"rows": result["rows"], "curves": result["curves"]}
-    ctx.run.metrics["tshirt"] = {"rows": tshirt["rows"], "curves": tshirt["curves"]}

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 
 from advlab.cli.common import add_device_arg, device_from, port_number, positive_float, positive_int
-from advlab.errors import AdvlabError
-from advlab.models import load_model
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -39,39 +37,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def build_app(args: argparse.Namespace):
-    from advlab.serve import create_app
+    """(app, CheckpointMeta) of the checkpoint with the command line's limits."""
+    from advlab.serve import app_from_checkpoint
 
-    model, info = load_model(args.checkpoint, device_from(args))
-    if info.kind != "classifier":
-        raise AdvlabError(f"{args.checkpoint} holds a {info.architecture} {info.kind}; serve needs a classifier")
-    app = create_app(model, info.classes, labels_only=args.labels_only, token=args.token,
-                     query_budget=args.query_budget, max_batch=args.max_batch,
-                     max_body_bytes=int(args.max_body_mb * 2**20), input_shape=info.input_shape,
-                     max_bodies=getattr(args, "max_bodies", 4), body_timeout=getattr(args, "body_timeout", 30.0))
-    return app, info
-
-
-def _raise_open_file_limit() -> None:
-    """Every connection is a file descriptor: take the hard limit (the usual soft 1,024 would make a
-    thousand idle sockets refuse everyone else; the header timeout then closes them)."""
-    try:
-        import resource
-
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        wanted = hard if hard != resource.RLIM_INFINITY else 65536
-        if soft != resource.RLIM_INFINITY and soft < wanted:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-    except (ImportError, ValueError, OSError):  # not on this platform, or not allowed: keep the limit
-        pass
+    return app_from_checkpoint(args.checkpoint, device_from(args), labels_only=args.labels_only, token=args.token,
+                               query_budget=args.query_budget, max_batch=args.max_batch,
+                               max_body_bytes=int(args.max_body_mb * 2**20), max_bodies=getattr(args, "max_bodies", 4),
+                               body_timeout=getattr(args, "body_timeout", 30.0))
 
 
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from advlab.serve import server_config
+    from advlab.serve import raise_open_file_limit, server_config
 
     app, info = build_app(args)
-    _raise_open_file_limit()
+    raise_open_file_limit()
     print(f"serving {info.architecture} ({info.dataset or '?'}) on http://{args.host}:{args.port} "
           f"({'labels only' if args.labels_only else 'probabilities'}"
           f"{', token required' if args.token else ''}"

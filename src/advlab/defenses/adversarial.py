@@ -7,8 +7,8 @@
 - Fast adversarial training (Wong, Rice & Kolter 2020, Algorithm 3): the same saddle point with a
   single FGSM step of size alpha = 1.25 * eps from a uniform random start.
 - A carried start (Zheng et al. 2020, ATTA): each sample's single step starts where its step of the
-  previous epoch ended, so the attack accumulates over epochs at fast training's cost (CarriedStart);
-  with a step of 0.5 eps it takes mnist_cnn from 84% to about 90% under PGD at eps 0.3 (docs/defenses.md).
+  previous epoch ended, so the attack accumulates over epochs at fast training's cost (CarriedStart;
+  its measured effect on mnist_cnn is in docs/defenses.md).
 - N-FGSM (de Jorge et al. 2022, "Make some noise", Algorithm 1): one FGSM step of size eps from a
   start drawn uniformly from a ball of 2 * eps, and no projection back onto the eps-ball (the
   training perturbation may reach 3 * eps), which the paper shows keeps single-step training clear of
@@ -17,7 +17,7 @@
 - GradAlign (Andriushchenko & Flammarion 2020, sec. 4, eq. 6): FGSM training plus
   lambda * E_eta[1 - cos(grad_x l(x), grad_x l(x + eta))], eta uniform in the eps-ball, a penalty on
   the input gradient turning inside the ball, which is what single-step training's catastrophic
-  overfitting is made of; costs a second-order backward, about 3x FGSM training.
+  overfitting is made of; costs a second-order backward (docs/defenses.md has its measured cost).
 - eps_ramp (any of the above but augment): eps grows linearly from 0 over the first steps of training,
   the warm-up of interval-bound-propagation training (Gowal et al. 2019) that lets the net learn the
   digits before the full ball.
@@ -35,9 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advlab.attacks.base import Cost
+from advlab.attacks.base import Cost, ThreatModel
 from advlab.attacks.common import loss_gradient
-from advlab.attacks.pgd import PGD
+from advlab.attacks.pgd import PGD, ascend
 from advlab.errors import AdvlabError, check_range
 from advlab.runtime import DeviceGenerator
 from advlab.training import distributed
@@ -61,30 +61,27 @@ def linf_pgd_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: f
     iterate after a step is clipped), as in Wong et al.'s code. On MNIST, where most pixels sit at
     exactly 0 or 1, clipping the start puts half of each such pixel's starts on the box edge, and
     after the 1.25 eps step nearly every pixel lands on a corner of the ball: the random start no
-    longer varies the example, which is plain FGSM training and overfits catastrophically (FGSM
-    accuracy 96%, PGD 0% in our runs).
+    longer varies the example, which is plain FGSM training and overfits catastrophically
+    (docs/defenses.md).
 
     init_scale: the random start is uniform in the ball of init_scale * eps (N-FGSM: 2). project =
     False keeps only the [0, 1] box after each step, not the eps-ball (N-FGSM). start: the first
     iterate itself, taken as given (random_init is then ignored; the carried start of fast training).
+
+    The steps are the attacks' own PGD loop (advlab.attacks.pgd.ascend) under the threat model
+    (Linf, eps); without projection the threat model is the box alone (an Linf ball of radius 1
+    holds the whole [0, 1] box).
     """
-    if project:
-        lo, hi = (x - eps).clamp(min=0.0), (x + eps).clamp(max=1.0)
-    else:
-        lo, hi = torch.zeros_like(x), torch.ones_like(x)
+    ball = ThreatModel("linf", eps)
+    threat = ball if project else ThreatModel("linf", 1.0)
     adv = x.clone()
     if start is not None:
         adv = start
     elif random_init:
-        noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        adv = x + (2 * noise - 1) * (eps * init_scale)
+        adv = x + ball.random_delta(x, generator, scale=init_scale)
         if box_start:
-            adv = torch.maximum(torch.minimum(adv, hi), lo)
-    cost = Cost()
-    for _ in range(steps):
-        grad, _, _ = loss_gradient(model, adv, y, None, "ce", cost)
-        adv = torch.maximum(torch.minimum(adv + step_size * grad.sign(), hi), lo)
-    return adv.detach()
+            adv = threat.clip(adv, *threat.bounds(x))
+    return ascend(model, x, y, None, threat, adv, steps, step_size, "ce", Cost()).detach()
 
 
 class FGSMAugmentLoss:
@@ -169,13 +166,13 @@ class CarriedStart:
             self.delta, self.seen = self.delta.to(device), self.seen.to(device)
 
     def start(self, x: torch.Tensor, index: torch.Tensor, eps: float, generator: torch.Generator) -> torch.Tensor:
-        start = x + (2 * torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) - 1) * eps
+        ball = ThreatModel("linf", eps)
+        start = x + ball.random_delta(x, generator)
         if self.delta is None:
             return start
         self._follow(x.device)
         index = index.to(self.delta.device)
-        lo, hi = (x - eps).clamp(min=0.0), (x + eps).clamp(max=1.0)  # eps may have grown (a warm-up)
-        carried = torch.maximum(torch.minimum(x + self.delta[index].to(x), hi), lo)
+        carried = ball.project(x + self.delta[index].to(x), x)  # eps may have grown (a warm-up)
         seen = self.seen[index].view(-1, *[1] * (x.dim() - 1)).to(x.device)
         return torch.where(seen, carried, start)
 
@@ -270,14 +267,15 @@ class GradAlignLoss(_RampedLoss):
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         scale = self._next_scale()
         eps, generator = self.eps * scale, self._generator.on(x.device)
+        ball = ThreatModel("linf", eps)
         start = x
         if self.random_start:
-            start = x + (2 * torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) - 1) * eps
+            start = x + ball.random_delta(x, generator)
         cost = Cost()
+        # one FGSM step from start, as ascend would take it; its gradient is kept for the penalty
         start_grad, _, _ = loss_gradient(unwrap(model), start, y, None, "ce", cost)
-        lo, hi = (x - eps).clamp(min=0.0), (x + eps).clamp(max=1.0)
-        adv = torch.maximum(torch.minimum(start + self.step_size * scale * start_grad.sign(), hi), lo)
-        eta = (2 * torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) - 1) * eps
+        adv = ball.clip(start + self.step_size * scale * start_grad.sign(), *ball.bounds(x))
+        eta = ball.random_delta(x, generator)
         near = (x + eta).requires_grad_(True)
         logits = model(torch.cat([adv, near]))
         adversarial, at_near = logits[: len(x)], logits[len(x):]
@@ -297,8 +295,8 @@ class OverfittingGuard:
     below the best epoch's, the best epoch's weights are restored and training stops.
 
     Catastrophic overfitting is the sudden collapse of a single-step-trained model's PGD accuracy
-    (to near 0%) while its FGSM accuracy climbs; on MNIST mnist_cnn we saw it in 3 of 4 fast-training
-    runs (docs/defenses.md). An ``epoch_end`` hook for :func:`advlab.training.fit`.
+    (to near 0%) while its FGSM accuracy climbs; docs/defenses.md records how often it struck
+    mnist_cnn's fast-training runs. An ``epoch_end`` hook for :func:`advlab.training.fit`.
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int = 10, drop: float = 0.2) -> None:

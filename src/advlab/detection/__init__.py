@@ -5,8 +5,8 @@ that unpacks as ``scores, removed``. Detectors know nothing of models or trainin
 :func:`extract_features` turns a model and images into the feature matrix they take.
 """
 
-from advlab.detection.base import REMOVAL_FACTOR, Detection, class_budgets
 from advlab.detection.clustering import activation_clustering
+from advlab.detection.common import REMOVAL_FACTOR, Detection, class_budgets
 from advlab.detection.representations import PENULTIMATE, describe_layer, extract_features, layer_names
 from advlab.detection.spectral import spectral_signatures
 from advlab.detection.spectre import spectre, spectre_class

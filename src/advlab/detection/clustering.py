@@ -13,7 +13,7 @@ import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.metrics import silhouette_score
 
-from advlab.detection.base import REMOVAL_FACTOR, Detection, check_inputs, class_budgets, principal_components
+from advlab.detection.common import REMOVAL_FACTOR, Detection, check_inputs, class_budgets, principal_components
 
 DIMS = 10
 MAX_SIZE = 0.35

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from advlab.data import ImageDataset
 from advlab.errors import AdvlabError
+from advlab.runtime import eval_mode
 
 PENULTIMATE = "penultimate"
 
@@ -67,15 +68,13 @@ def extract_features(model: nn.Module, images: ImageDataset | torch.Tensor, laye
     else:
         batches = (images[i:i + batch_size].to(device) for i in range(0, len(images), batch_size))
         total = (len(images) + batch_size - 1) // batch_size
-    was_training = model.training
-    model.eval()
     handle = module.register_forward_hook(hook)
     try:
-        for x in tqdm(batches, total=total, desc="representations", disable=not progress, leave=False):
-            model(x)
+        with eval_mode(model):
+            for x in tqdm(batches, total=total, desc="representations", disable=not progress, leave=False):
+                model(x)
     finally:
         handle.remove()
-        model.train(was_training)
     if not captured:
         raise AdvlabError("no images to extract representations from")
     return torch.cat(captured).numpy()

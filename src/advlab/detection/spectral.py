@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from advlab.detection.base import (
+from advlab.detection.common import (
     REMOVAL_FACTOR,
     Detection,
     check_inputs,

@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from advlab.detection.base import (
+from advlab.detection.common import (
     REMOVAL_FACTOR,
     Detection,
     check_inputs,

@@ -235,7 +235,7 @@ def certify_dataset(smooth: Smooth, data: ImageDataset, n0: int = 100, n: int = 
         bar = tqdm(mine, desc=f"certify (rank {rank})" if world_size > 1 else "certify", unit="img",
                    disable=not progress, leave=False)
         model = smooth.base_classifier
-        # channels-last weights run small convolutions up to 1.5x faster on CPUs; restored afterwards
+        # channels-last weights run small convolutions faster on CPUs; restored afterwards
         model.to(memory_format=torch.channels_last)
         try:
             for pos in bar:

@@ -36,6 +36,7 @@ from advlab.attacks.blackbox.square import Square
 from advlab.attacks.common import loss_gradient
 from advlab.evaluation.diagnostics import AttackOutcome, Diagnostic, masking_diagnostics
 from advlab.evaluation.robust import RobustEvaluation, robust_accuracy
+from advlab.runtime import eval_mode
 
 
 @dataclass
@@ -134,20 +135,18 @@ def gradient_statistics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batc
                         device: torch.device | str = "cpu") -> dict:
     """Per-sample input gradients of the cross-entropy: the share exactly zero, non-finite, and of
     samples whose float32 softmax is exactly one-hot (saturated); the median gradient L1 norm."""
-    was_training = model.training
-    model.eval()
     zero = nonfinite = saturated = 0
     norms = []
-    for start in range(0, len(x), batch_size):
-        xb, yb = x[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
-        grad, logits, _ = loss_gradient(model, xb, yb, None, "ce", Cost())
-        flat = grad.flatten(1)
-        finite = torch.isfinite(flat).all(1)
-        nonfinite += int((~finite).sum())
-        zero += int((finite & (flat == 0).all(1)).sum())
-        saturated += int((F.softmax(logits, 1).amax(1) == 1.0).sum())
-        norms.append(flat.abs().sum(1).cpu())
-    model.train(was_training)
+    with eval_mode(model):
+        for start in range(0, len(x), batch_size):
+            xb, yb = x[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
+            grad, logits, _ = loss_gradient(model, xb, yb, None, "ce", Cost())
+            flat = grad.flatten(1)
+            finite = torch.isfinite(flat).all(1)
+            nonfinite += int((~finite).sum())
+            zero += int((finite & (flat == 0).all(1)).sum())
+            saturated += int((F.softmax(logits, 1).amax(1) == 1.0).sum())
+            norms.append(flat.abs().sum(1).cpu())
     n = len(x)
     return {"zero_gradient": zero / n, "nonfinite_gradient": nonfinite / n, "saturated_softmax": saturated / n,
             "median_gradient_l1": float(torch.cat(norms).median()), "n": n}

@@ -33,6 +33,7 @@ from torch import nn
 from advlab.attacks import PGD
 from advlab.attacks.base import Cost
 from advlab.attacks.common import loss_gradient, margin
+from advlab.runtime import eval_mode
 
 # Thresholds (docs/defenses.md, "Diagnostics that fire", says why each is where it is).
 SINGLE_STEP_KEEPS = 0.8  # the single step leaves at least this share of the clean accuracy ...
@@ -128,19 +129,17 @@ def saturation_statistics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ba
                           device: torch.device | str = "cpu") -> dict:
     """On the correctly classified samples: the share whose float32 softmax is exactly one-hot, and the
     per-sample L1 norms of the input gradients of the cross-entropy and of the logit margin (medians)."""
-    was_training = model.training
-    model.eval()
     one_hot, ce_norms, margin_norms, margins, correct = [], [], [], [], []
-    for start in range(0, len(x), batch_size):
-        xb, yb = x[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
-        grad, logits, _ = loss_gradient(model, xb, yb, None, "ce", Cost())
-        margin_grad, _, _ = loss_gradient(model, xb, yb, None, "cw", Cost())
-        one_hot.append((F.softmax(logits.float(), 1).amax(1) == 1.0).cpu())
-        ce_norms.append(grad.flatten(1).abs().sum(1).cpu())
-        margin_norms.append(margin_grad.flatten(1).abs().sum(1).cpu())
-        margins.append(margin(logits, yb).cpu())
-        correct.append((logits.argmax(1) == yb).cpu())
-    model.train(was_training)
+    with eval_mode(model):
+        for start in range(0, len(x), batch_size):
+            xb, yb = x[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
+            grad, logits, _ = loss_gradient(model, xb, yb, None, "ce", Cost())
+            margin_grad, _, _ = loss_gradient(model, xb, yb, None, "cw", Cost())
+            one_hot.append((F.softmax(logits.float(), 1).amax(1) == 1.0).cpu())
+            ce_norms.append(grad.flatten(1).abs().sum(1).cpu())
+            margin_norms.append(margin_grad.flatten(1).abs().sum(1).cpu())
+            margins.append(margin(logits, yb).cpu())
+            correct.append((logits.argmax(1) == yb).cpu())
     ok = torch.cat(correct)
     if not ok.any():
         return {"n": 0}

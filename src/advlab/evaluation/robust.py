@@ -22,8 +22,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from advlab.attacks.base import Attack, Cost
+from advlab.attacks.base import Attack, AttackResult, Cost
 from advlab.errors import AdvlabError
+from advlab.evaluation.attack_run import attack_dataset
+from advlab.runtime import eval_mode
 
 AttackFactory = Callable[[float], Attack]
 
@@ -34,13 +36,10 @@ def _batches(x: torch.Tensor, batch_size: int):
 
 
 def _clean_logits(model: nn.Module, x: torch.Tensor, device, batch_size: int) -> torch.Tensor:
-    was_training = model.training
-    model.eval()
     logits = []
-    with torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         for s in _batches(x, batch_size):
             logits.append(model(x[s].to(device)).cpu())
-    model.train(was_training)
     return torch.cat(logits)
 
 
@@ -174,6 +173,14 @@ class MinimalNormEvaluation:
         ok = torch.isfinite(self.norms) & (self.norms > 0)
         return float(self.norms[ok].median()) if ok.any() else float("nan")
 
+    @classmethod
+    def from_result(cls, result: AttackResult, norm: str) -> MinimalNormEvaluation:
+        """The per-sample minimal norms a minimal-perturbation attack's result implies: its norm where it
+        succeeded, inf where it failed, 0 where the sample was misclassified to begin with."""
+        found = torch.where(result.success, result.norms[norm], torch.full_like(result.norms[norm], math.inf))
+        found = torch.where(result.clean_correct, found, torch.zeros_like(found))
+        return cls(found, norm, result.clean_correct.float().mean().item(), result.success_rate, result.cost)
+
     def to_dict(self) -> dict:
         return {"norm": self.norm, "n": len(self.norms), "clean_accuracy": self.clean_accuracy,
                 "success_rate": self.success_rate, "median_norm": self.median,
@@ -186,19 +193,5 @@ def minimal_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: At
     """Run a minimal-perturbation attack over (x, y) in batches and collect per-sample norms."""
     if norm not in ("l2", "linf", "l0"):
         raise AdvlabError(f"unknown norm {norm!r}; choose l2, linf or l0")
-    device = torch.device(device)
-    norms, cost, correct, success = [], Cost(), [], []
-    for s in tqdm(list(_batches(x, batch_size)), desc=f"{attack.name}", disable=not progress, leave=False):
-        result = attack(model, x[s].to(device), y[s].to(device))
-        cost.forward += result.cost.forward
-        cost.backward += result.cost.backward
-        n = result.norms[norm].cpu()
-        ok = result.success.cpu()
-        n = torch.where(ok, n, torch.full_like(n, math.inf))
-        n = torch.where(result.clean_correct.cpu(), n, torch.zeros_like(n))
-        norms.append(n)
-        correct.append(result.clean_correct.cpu())
-        success.append(ok)
-    norms_t = torch.cat(norms)
-    return MinimalNormEvaluation(norms_t, norm, torch.cat(correct).float().mean().item(),
-                                 torch.cat(success).float().mean().item(), cost)
+    result = attack_dataset(attack, model, x, y, batch_size=batch_size, device=device, progress=progress)
+    return MinimalNormEvaluation.from_result(result, norm)

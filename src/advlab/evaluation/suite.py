@@ -39,13 +39,13 @@ from tqdm import tqdm
 
 from advlab.attacks import FGSM
 from advlab.attacks.apgd import APGD, APGDTargeted, is_randomized
-from advlab.attacks.base import Cost
+from advlab.attacks.base import Cost, ThreatModel, check_norm
 from advlab.attacks.blackbox.oracle import LocalOracle
 from advlab.attacks.blackbox.square import Square
-from advlab.attacks.common import random_start
 from advlab.attacks.fab import FAB
 from advlab.errors import AdvlabError
 from advlab.evaluation.defense import Diagnostic, check_gradients, check_unbounded
+from advlab.runtime import eval_mode
 
 SUITES = ("classic", "standard", "rand")
 MEMBERS = {
@@ -101,16 +101,12 @@ class SuiteConfig:
 
 def check_classifier(model: nn.Module, x: torch.Tensor, num_classes: int, device) -> None:
     """A classifier maps a batch to (batch, num_classes) finite logits; anything else is refused."""
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             out = model(x[:2].to(device))
     except Exception as exc:  # noqa: BLE001 (a model that cannot run on the data is the user's input)
         raise AdvlabError(f"the model does not run on these images ({type(exc).__name__}: {exc}); "
                           "pass a classifier checkpoint trained on this data set") from None
-    finally:
-        model.train(was_training)
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[1] != num_classes:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise AdvlabError(f"the model is not a classifier of {num_classes} classes (its output has shape {shape}); "
@@ -244,8 +240,7 @@ def run_suite(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Sequence[
     if suite not in MEMBERS:
         raise AdvlabError(f"unknown suite {suite!r}; choose one of {', '.join(SUITES)}")
     cfg = config or SuiteConfig()
-    if norm not in ("linf", "l2"):
-        raise AdvlabError(f"unknown norm {norm!r}; choose linf or l2")
+    check_norm(norm)
     eps_sorted = sorted(float(e) for e in eps)
     top = 1.0 if norm == "linf" else math.sqrt(x[0].numel())
     if not eps_sorted or eps_sorted[0] <= 0 or eps_sorted[-1] > top:
@@ -275,7 +270,8 @@ def run_suite(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Sequence[
     costs = {m: Cost() for m in members}
     after: dict[str, list[float]] = {m: [] for m in members}
     generator = torch.Generator().manual_seed(cfg.seed)
-    unit_starts = random_start(torch.full_like(x[:1], 0.5).expand_as(x).contiguous(), 0.5, norm, generator) - 0.5
+    gray = torch.full_like(x[:1], 0.5).expand_as(x).contiguous()
+    unit_starts = ThreatModel(norm, 0.5).random_start(gray, generator) - 0.5
     for e in eps_sorted:
         # the same per-sample random direction at every eps, scaled to the ball (a box-clipped start)
         starts = (x + unit_starts * (2 * e)).clamp(0.0, 1.0)

@@ -244,6 +244,23 @@ def create_lab_app(registry: ModelRegistry, token: str | None = None, max_jobs: 
         job = runner.submit(kind, work)
         return {"job": job.id, "kind": kind}
 
+    def model_job(kind: str, entry: ModelEntry, work, expected_forwards: int | None = None, watched: bool = True
+                  ) -> dict:
+        """The one shape of a job on a model: work(model, job) runs on the job's own copy of the model
+        (watched: every forward pass advances the progress and checks for cancellation)."""
+        def run(job: Job) -> dict:
+            job.expected_forwards = expected_forwards
+            model = registry.model(entry)
+            return work(watched_copy(model, job) if watched else copy.deepcopy(model).eval(), job)
+
+        return submit(kind, run)
+
+    def keep_result(entry: ModelEntry, x, adv, numbers: dict, label: int, target: int | None) -> dict:
+        """Store an attack's outcome for the downloads and the physical panel; the job's answer."""
+        key = results.put({"x": x, "adv": adv, "numbers": numbers, "model": entry.id, "label": label,
+                           "target": target})
+        return {**numbers, "result": key, "model": entry.id}
+
     # ---- the page -------------------------------------------------------------------------------
 
     @app.get("/", include_in_schema=False)
@@ -327,20 +344,15 @@ def create_lab_app(registry: ModelRegistry, token: str | None = None, max_jobs: 
         check_attack(body.attack)
         check_class(body.target, entry, "target")
 
-        def work(job: Job) -> dict:
-            model = watched_copy(registry.model(entry), job)
-            job.expected_forwards = (body.steps or 40) + 3
+        def work(model, job: Job) -> dict:
             x = record["x"]
             y = label_of(record, model)
             numbers, adv = panels.whitebox(model, x, y, entry.classes, body.attack, body.eps, body.norm, body.steps,
                                            body.seed, body.target)
-            quantized = (adv * 255).round() / 255
-            numbers["png_prediction"] = panels.predicted(model, quantized)
-            key = results.put({"x": x, "adv": adv, "numbers": numbers, "model": entry.id, "label": y,
-                               "target": body.target})
-            return {**numbers, "result": key, "model": entry.id}
+            numbers["png_prediction"] = panels.predicted(model, (adv * 255).round() / 255)
+            return keep_result(entry, x, adv, numbers, y, body.target)
 
-        return submit("whitebox", work)
+        return model_job("whitebox", entry, work, (body.steps or 40) + 3)
 
     @app.post("/api/jobs/curve", dependencies=guarded)
     async def curve(body: CurveRequest) -> dict:
@@ -348,25 +360,22 @@ def create_lab_app(registry: ModelRegistry, token: str | None = None, max_jobs: 
         record = image_of(body.image, entry)
         check_attack(body.attack)
 
-        def work(job: Job) -> dict:
-            model = watched_copy(registry.model(entry), job)
-            y = label_of(record, model)
-            return panels.robustness_curve(model, record["x"], y, body.attack, body.norm, body.eps, body.points,
-                                           body.steps, body.seed, progress=lambda p: job.update(progress=p))
+        def work(model, job: Job) -> dict:
+            return panels.robustness_curve(model, record["x"], label_of(record, model), body.attack, body.norm,
+                                           body.eps, body.points, body.steps, body.seed,
+                                           progress=lambda p: job.update(progress=p))
 
-        return submit("curve", work)
+        return model_job("curve", entry, work)
 
     @app.post("/api/jobs/fooling", dependencies=guarded)
     async def fooling(body: FoolingRequest) -> dict:
         entry = entry_of(body.model)
         check_class(body.target, entry, "target")
 
-        def work(job: Job) -> dict:
-            model = watched_copy(registry.model(entry), job)
-            job.expected_forwards = body.steps + 1
+        def work(model, job: Job) -> dict:
             return panels.fooling(model, entry.input_shape, entry.classes, body.target, body.eps, body.steps, body.seed)
 
-        return submit("fooling", work)
+        return model_job("fooling", entry, work, body.steps + 1)
 
     # ---- black-box through the prediction API -----------------------------------------------------
 
@@ -376,8 +385,7 @@ def create_lab_app(registry: ModelRegistry, token: str | None = None, max_jobs: 
         record = image_of(body.image, entry)
         check_class(body.target, entry, "target")
 
-        def work(job: Job) -> dict:
-            model = copy.deepcopy(registry.model(entry)).eval()
+        def work(model, job: Job) -> dict:
             x = record["x"]
             y = label_of(record, model)
             labels_only = body.attack == "hopskipjump"  # the decision-based attack gets labels only
@@ -458,11 +466,10 @@ def create_lab_app(registry: ModelRegistry, token: str | None = None, max_jobs: 
                        "top5_adversarial": panels.top_classes(model, adv, entry.classes),
                        "history": history,
                        "images": {"clean": image_url(x), "adversarial": image_url(adv)}}
-            key = results.put({"x": x, "adv": adv, "numbers": numbers, "model": entry.id, "label": y,
-                               "target": body.target})
-            return {**numbers, "result": key, "model": entry.id}
+            return keep_result(entry, x, adv, numbers, y, body.target)
 
-        return submit("blackbox", work)
+        # not watched: the progress is the queries, counted by the oracle
+        return model_job("blackbox", entry, work, watched=False)
 
     # ---- certify ----------------------------------------------------------------------------------
 
@@ -471,15 +478,13 @@ def create_lab_app(registry: ModelRegistry, token: str | None = None, max_jobs: 
         entry = entry_of(body.model)
         record = image_of(body.image, entry)
 
-        def work(job: Job) -> dict:
-            model = watched_copy(registry.model(entry), job)
-            batch = 500
-            job.expected_forwards = -(-body.n0 // batch) + 2 * -(-body.n // batch) + body.attack_steps + 2
-            y = label_of(record, model)
-            return panels.certify(model, record["x"], y, entry.classes, body.sigma, body.n0, body.n, body.alpha,
-                                  body.seed, body.attack_steps, batch_size=batch)
+        batch = 500
 
-        return submit("certify", work)
+        def work(model, job: Job) -> dict:
+            return panels.certify(model, record["x"], label_of(record, model), entry.classes, body.sigma, body.n0,
+                                  body.n, body.alpha, body.seed, body.attack_steps, batch_size=batch)
+
+        return model_job("certify", entry, work, -(-body.n0 // batch) + 2 * -(-body.n // batch) + body.attack_steps + 2)
 
     # ---- backdoor ---------------------------------------------------------------------------------
 
@@ -538,12 +543,11 @@ def create_lab_app(registry: ModelRegistry, token: str | None = None, max_jobs: 
         stored = results.fetch(body.result, "result")
         entry = entry_of(stored["model"])
 
-        def work(job: Job) -> dict:
-            model = watched_copy(registry.model(entry), job)
+        def work(model, job: Job) -> dict:
             return panels.physical(model, stored["adv"], stored["label"], entry.classes, body.draws, body.seed,
                                    stored["target"])
 
-        return submit("physical", work)
+        return model_job("physical", entry, work)
 
     # ---- jobs ---------------------------------------------------------------------------------------
 

@@ -6,18 +6,15 @@ import torch
 from torch import nn
 
 from advlab.data import ImageDataset
+from advlab.runtime import eval_mode
 
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, data: ImageDataset, device: torch.device | str = "cpu",
                    batch_size: int = 500) -> torch.Tensor:
     """Logits for every image of data (model in eval mode), on the CPU."""
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         return torch.cat([model(x).float().cpu() for x, _ in data.batches(batch_size, device=device)])
-    finally:
-        model.train(was_training)
 
 
 def accuracy(model: nn.Module, data: ImageDataset, device: torch.device | str = "cpu") -> float:

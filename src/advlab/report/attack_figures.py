@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from advlab.report.figures import plt, save, to_display
+from advlab.runtime import eval_mode
 
 
 def _label(classes: Sequence[str] | None, k: int) -> str:
@@ -23,12 +24,9 @@ def triptych_figure(model: torch.nn.Module, x: torch.Tensor, adv: torch.Tensor, 
     magnify=None scales each perturbation to fill the visible range (gray = no change); a number
     multiplies it (the panda figure's x10 style) around gray.
     """
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         p_clean = model(x).softmax(1).cpu()
         p_adv = model(adv).softmax(1).cpu()
-    model.train(was_training)
     x, adv = x.cpu(), adv.cpu()
     n = len(x)
     fig, axes = plt.subplots(n, 3, figsize=(6.6, 2.3 * n), squeeze=False)

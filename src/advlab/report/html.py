@@ -9,6 +9,7 @@ from pathlib import Path
 
 from advlab import __version__
 from advlab.errors import AdvlabError
+from advlab.report.runfiles import load_run
 from advlab.runtime import atomic_write
 
 STYLE = """
@@ -71,8 +72,6 @@ def _figure(run: Path, fig: dict) -> str:
 def render_report(run: Path, name: str | None = None) -> str:
     """The page for run folder `run`; `name` is the folder's published name when run is still the
     temporary folder it is built in."""
-    from advlab.report.run import load_run
-
     config, metrics, sections = load_run(run)
     command = html.escape(str(config.get("command", "run")))
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>advlab {command}"

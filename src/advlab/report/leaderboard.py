@@ -181,3 +181,18 @@ def leaderboard_html(table: dict, title: str = "advlab leaderboard", note: str =
 
 def table_json(table: dict) -> str:
     return json.dumps(table, indent=2) + "\n"
+
+
+NOTE = ("One row per evaluation: a checkpoint (by content hash) under one protocol, its settings and its "
+        "images. Robust columns are the per-sample worst case of the protocol's attacks at each L-inf (or L2) "
+        "eps; certified columns the randomized-smoothing certified accuracy at each L2 radius. Training cost "
+        "comes from the checkpoint's metadata.")
+
+
+def add_leaderboard(run_dir, table: dict) -> None:
+    """leaderboard.html (sortable) and leaderboard.json in the run folder, its metrics and section."""
+    (run_dir.tmp / "leaderboard.html").write_text(leaderboard_html(table, note=NOTE))
+    (run_dir.tmp / "leaderboard.json").write_text(table_json(table))
+    run_dir.metrics = {"records": len(table["rows"]), "keys": table["keys"]}
+    run_dir.add_section("Leaderboard", NOTE + " The sortable page is leaderboard.html in this folder.",
+                        table={"columns": table["columns"], "rows": table["rows"]}, key="leaderboard")

@@ -10,7 +10,8 @@ from __future__ import annotations
 import importlib
 
 _WHERE = {"DEFAULT_MAX_BATCH": "app", "DEFAULT_MAX_BODY": "app", "QueryCounter": "app", "create_app": "app",
-          "running_server": "server", "server_config": "server"}
+          "app_from_checkpoint": "app", "raise_open_file_limit": "server", "running_server": "server",
+          "server_config": "server"}
 
 
 def __getattr__(name: str):

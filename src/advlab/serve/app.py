@@ -37,6 +37,7 @@ from torch import nn
 from advlab import __version__
 from advlab.attacks.blackbox.oracle import model_answers
 from advlab.errors import AdvlabError, check_images
+from advlab.models import CheckpointMeta, load_model
 from advlab.serve.decode import Refusal, decode_body, decode_body_safely, follow_server
 
 DEFAULT_MAX_BATCH = 256
@@ -223,3 +224,12 @@ def create_app(model: nn.Module, classes: list[str], labels_only: bool = False, 
         return JSONResponse(content)
 
     return app
+
+
+def app_from_checkpoint(path: str, device: torch.device | str = "cpu", **options) -> tuple[FastAPI, CheckpointMeta]:
+    """The prediction API for a classifier checkpoint (its class names and input shape from the typed
+    metadata); options are create_app's (labels_only, token, query_budget, max_batch, ...)."""
+    model, info = load_model(path, device)
+    if info.kind != "classifier":
+        raise AdvlabError(f"{path} holds a {info.architecture} {info.kind}; serve needs a classifier")
+    return create_app(model, info.classes, input_shape=info.input_shape, **options), info

@@ -93,3 +93,17 @@ def running_server(app, host: str = "127.0.0.1", port: int = 0, timeout: float =
         server.should_exit = True
         thread.join(timeout)
         sock.close()
+
+
+def raise_open_file_limit() -> None:
+    """Every connection is a file descriptor: take the hard limit (the usual soft 1,024 would make a
+    thousand idle sockets refuse everyone else; the header timeout then closes them)."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = hard if hard != resource.RLIM_INFINITY else 65536
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (ImportError, ValueError, OSError):  # not on this platform, or not allowed: keep the limit
+        pass

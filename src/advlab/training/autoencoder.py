@@ -1,26 +1,25 @@
 """Training autoencoders: squared reconstruction loss (plus the KL term for a VAE), cached by config.
 
-The classifier trainer (advlab.training.fit) measures accuracy from logits; an autoencoder has no
-classes, so this module runs its own short loop while reusing the trainer's optimizer, schedule,
-seeding and checkpoint cache (the recipe {"method": "reconstruction"} keeps the hashes apart).
+Autoencoders train through the one trainer (advlab.training.fit) with a batch loss that returns no
+logits (an autoencoder has no classes, so no accuracy is recorded) and the checkpoint cache (the
+recipe {"method": "reconstruction"} keeps the hashes apart).
 """
 
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from advlab.data import ImageDataset
 from advlab.errors import AdvlabError
 from advlab.models import architecture
+from advlab.runtime import eval_mode
 from advlab.training.cache import train_model
-from advlab.training.resume import TrainingState, replay_schedule
-from advlab.training.trainer import TrainConfig, make_optimizer, make_schedule
+from advlab.training.resume import TrainingState
+from advlab.training.trainer import TrainConfig, fit
 
 RECIPE = {"method": "reconstruction"}
 
@@ -52,63 +51,37 @@ def reconstruction_loss(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return (model(x) - x).pow(2).flatten(1).sum(1).mean()
 
 
+def reconstruction_batch_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, None]:
+    """reconstruction_loss as a batch loss for the one trainer (advlab.training.fit): no logits, no
+    accuracy; the labels are unused."""
+    inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    if inner is not model and hasattr(inner, "encode_stats"):
+        raise AdvlabError("a VAE trains in one process (its loss needs the encoder's statistics); run it without "
+                          "torchrun")
+    return reconstruction_loss(model, x), None
+
+
 def fit_autoencoder(model: nn.Module, data: ImageDataset, config: TrainConfig, device: torch.device,
                     progress: bool = True, state: TrainingState | None = None) -> list[dict]:
-    """Train in place; return per-epoch {epoch, loss, mse, lr} (mse: mean squared error per pixel;
-    lr: the rate of the epoch's last step). With a TrainingState: resumable, as advlab.training.fit."""
-    config.validate()
-    generator = torch.Generator().manual_seed(config.seed)
-    if config.train_subset:
-        data = data.subset(torch.randperm(len(data), generator=generator)[: config.train_subset])
-    model.to(device).train()
-    optimizer = make_optimizer(model, config)
-    steps_per_epoch = math.ceil(len(data) / config.batch_size)
-    schedule = make_schedule(optimizer, config, config.epochs * steps_per_epoch)
+    """Train in place through the one trainer (advlab.training.fit: order, schedule, seeds, resumable
+    state); return per-epoch {epoch, loss, lr, mse} (mse: mean squared error per pixel; lr: the rate
+    of the epoch's last step)."""
     pixels = math.prod(data.shape)
-    history: list[dict] = []
-    first_epoch, seconds_before, began = 1, 0.0, time.perf_counter()
-    saved = state.load() if state is not None else None
-    if saved is not None:
-        state.restore(saved, model, optimizer, generator, {})
-        replay_schedule(schedule, saved["epoch"] * steps_per_epoch)
-        history, seconds_before = list(saved["history"]), float(saved["seconds"])
-        first_epoch, state.resumed_from = saved["epoch"] + 1, saved["epoch"]
-        if progress:
-            tqdm.write(f"resuming from epoch {saved['epoch']}/{config.epochs} (state in {state.path})")
-    for epoch in range(first_epoch, config.epochs + 1):
-        model.train()
-        total = seen = 0.0
-        bar = tqdm(data.batches(config.batch_size, shuffle=True, generator=generator, device=device),
-                   total=steps_per_epoch, desc=f"epoch {epoch}/{config.epochs}", disable=not progress,
-                   leave=False, unit="batch")
-        for x, _ in bar:
-            loss = reconstruction_loss(model, x)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            lr = optimizer.param_groups[0]["lr"]  # read before the scheduler steps: past its end, onecycle goes below 0
-            optimizer.step()
-            schedule.step()
-            if not math.isfinite(loss.item()):
-                raise AdvlabError(f"training diverged (loss {loss.item()}) at epoch {epoch}; lower the learning rate")
-            total += loss.item() * len(x)
-            seen += len(x)
-            bar.set_postfix(loss=f"{total / seen:.3f}")
-        history.append({"epoch": epoch, "loss": total / seen, "mse": total / seen / pixels, "lr": lr})
-        if state is not None:
-            state.save(epoch=epoch, history=history, stopped=False, model=model, optimizer=optimizer,
-                       generator=generator, parts={}, seconds=seconds_before + time.perf_counter() - began)
-    if state is not None:
-        state.seconds = seconds_before + time.perf_counter() - began
-    return history
+
+    def add_mse(model: nn.Module, epoch: int, record: dict) -> bool:
+        record["mse"] = record["loss"] / pixels
+        return False
+
+    return fit(model, data, config, device, reconstruction_batch_loss, progress, epoch_end=add_mse, state=state)
 
 
 @torch.no_grad()
 def reconstruction_mse(model: nn.Module, data: ImageDataset, device: torch.device, batch_size: int = 500) -> float:
     """Mean squared error per pixel of the (deterministic, eval-mode) reconstructions of data."""
-    model.eval()
     total = 0.0
-    for x, _ in data.batches(batch_size, device=device):
-        total += (model(x) - x).pow(2).sum().item()
+    with eval_mode(model):
+        for x, _ in data.batches(batch_size, device=device):
+            total += (model(x) - x).pow(2).sum().item()
     return total / (len(data) * math.prod(data.shape))
 
 

@@ -19,7 +19,7 @@ from advlab.data import CANONICAL_FINGERPRINTS, ImageDataset, load_dataset
 from advlab.errors import AdvlabError
 from advlab.models import architecture, create_model, load_checkpoint, model_args, save_checkpoint
 from advlab.models.inference import accuracy
-from advlab.runtime import cache_dir, exclusive_lock, seed_everything
+from advlab.runtime import cache_dir, eval_mode, exclusive_lock, seed_everything
 from advlab.training import distributed
 from advlab.training.resume import TrainingState
 from advlab.training.trainer import BatchLoss, EpochEnd, TrainConfig, cross_entropy_loss, fit
@@ -71,11 +71,8 @@ def check_takes_images(model: nn.Module, name: str, data: ImageDataset) -> None:
     """Refuse, before training, an architecture that cannot take the data's images (e.g. LeNet's two
     5x5 convolutions and poolings on 8x8 images): one forward pass on a blank image."""
     try:
-        with torch.no_grad():
-            was_training = model.training
-            model.eval()
+        with torch.no_grad(), eval_mode(model):
             model(torch.zeros((1, *data.shape)))
-            model.train(was_training)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise AdvlabError(f"{name} cannot take {data.name}'s {'x'.join(map(str, data.shape))} images ({first}); "

@@ -2,6 +2,8 @@
 
 Defenses plug in through ``batch_loss``: a function (model, x, y) -> (loss, logits) that may
 perturb x first (adversarial training, noise augmentation) or change the targets (distillation).
+Models without classes (the autoencoders, advlab.training.autoencoder) return logits None: the
+epochs then record no accuracy.
 """
 
 from __future__ import annotations
@@ -164,7 +166,8 @@ def fit(model: nn.Module, data: ImageDataset, config: TrainConfig, device: torch
         batch_loss: BatchLoss = cross_entropy_loss, progress: bool = True,
         epoch_end: EpochEnd | None = None, state: TrainingState | None = None, compile: bool = False
         ) -> list[dict]:
-    """Train model in place on data; return per-epoch {epoch, loss, accuracy, lr} (lr: its last step's).
+    """Train model in place on data; return per-epoch {epoch, loss, accuracy, lr} (lr: its last step's;
+    no accuracy when batch_loss returns logits None).
 
     Seeds fix the data order and the augmentation, so two runs of the same config on the same
     device give the same weights. Under torchrun each process takes an equal share of every global
@@ -183,7 +186,7 @@ def fit(model: nn.Module, data: ImageDataset, config: TrainConfig, device: torch
     generator = torch.Generator().manual_seed(config.seed)
     if config.train_subset:
         data = data.subset(torch.randperm(len(data), generator=generator)[: config.train_subset])
-    # channels-last runs convolutions about 25% faster on CPUs; the numbers are the same
+    # channels-last runs convolutions faster on CPUs; the numbers are the same
     model.to(device).to(memory_format=torch.channels_last).train()
     trained = compile_model(model) if compile else model
     if dist_ctx.enabled:
@@ -217,7 +220,7 @@ def fit(model: nn.Module, data: ImageDataset, config: TrainConfig, device: torch
         model.train()
         total_loss = torch.zeros((), device=device, dtype=torch.float64)
         correct = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
+        seen, scored = 0, False
         order = torch.randperm(len(data), generator=generator)
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{config.epochs}", disable=not show, leave=False,
                    unit="batch")
@@ -237,20 +240,26 @@ def fit(model: nn.Module, data: ImageDataset, config: TrainConfig, device: torch
             optimizer.step()
             schedule.step()
             total_loss += loss.detach().double() * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
+            if logits is not None:
+                correct += (logits.detach().argmax(1) == y).sum()
+                scored = True
             seen += len(y)
             if (step + 1) % refresh == 0 or step + 1 == steps_per_epoch:
                 check_finite(total_loss, epoch)
                 if show:
-                    bar.set_postfix(loss=f"{total_loss.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}")
+                    shown = {"acc": f"{correct.item() / seen:.4f}"} if scored else {}
+                    bar.set_postfix(loss=f"{total_loss.item() / seen:.4f}", **shown)
         total_loss, correct, seen = distributed.all_reduce_sum([total_loss.item(), float(correct.item()), seen], device)
-        history.append({"epoch": epoch, "loss": total_loss / seen, "accuracy": correct / seen, "lr": lr})
+        record = {"epoch": epoch, "loss": total_loss / seen, "accuracy": correct / seen, "lr": lr}
+        if not scored:
+            del record["accuracy"]
+        history.append(record)
         stop = epoch_end is not None and epoch_end(model, epoch, history[-1])
         if show:  # with whatever the epoch_end hook added to the record (e.g. an overfitting check)
             added = {k: v for k, v in history[-1].items() if k not in ("epoch", "loss", "accuracy", "lr")}
             numbers = "".join(f", {k.replace('_', ' ')} {v:.4f}" for k, v in added.items() if isinstance(v, float))
-            tqdm.write(f"epoch {epoch}/{config.epochs}: loss {total_loss / seen:.4f}, train accuracy "
-                       f"{correct / seen:.4f}{numbers}")
+            accuracy = f", train accuracy {correct / seen:.4f}" if scored else ""
+            tqdm.write(f"epoch {epoch}/{config.epochs}: loss {total_loss / seen:.4f}{accuracy}{numbers}")
             for text in (v for v in added.values() if isinstance(v, str)):
                 tqdm.write(text)
         stopped = bool(stop)

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import torch
 
-from advlab.attacks.base import NORMS, AttackResult, Cost, perturbation_norms
+from advlab.attacks.base import AttackResult, Cost, ThreatModel, perturbation_norms
 from advlab.attacks.blackbox.oracle import BudgetExhausted, Oracle
-from advlab.attacks.common import check_eps, check_positive_int
+from advlab.attacks.common import check_positive_int
 from advlab.errors import AdvlabError, check_images, check_labels
 
 TINY = 1e-300  # floor for probabilities before the log (float64 answers)
@@ -146,10 +146,8 @@ class BlackBoxAttack:
     needs_scores = True
 
     def __init__(self, eps: float, norm: str = "linf", max_queries: int = 10_000, seed: int = 0) -> None:
-        if norm not in NORMS:
-            raise AdvlabError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
-        self.norm = norm
-        self.eps = check_eps(eps, norm)
+        self.threat = ThreatModel(norm, eps)
+        self.norm, self.eps = self.threat.norm, self.threat.eps
         if self.eps == 0:
             raise AdvlabError("eps must be positive for a black-box attack")
         self.max_queries = check_positive_int(max_queries, "max_queries")

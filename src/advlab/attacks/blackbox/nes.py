@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from advlab.attacks.blackbox.base import BlackBoxAttack, QueryRun
-from advlab.attacks.common import check_positive_int, project, steepest_ascent
+from advlab.attacks.common import check_positive_int, steepest_ascent
 from advlab.errors import check_range
 
 
@@ -60,6 +60,6 @@ class NES(BlackBoxAttack):
 
             g = nes_gradient(margin_of, current[idx], self.sigma, self.samples, generator)
             moved = current[idx] - self.step_size * steepest_ascent(g, self.norm)  # descend the margin
-            moved = project(moved, x[idx], self.eps, self.norm)
+            moved = self.threat.project(moved, x[idx])
             current[idx] = moved
             state.query(moved.to(state.x.device), idx)

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from advlab.attacks.blackbox.oracle import BudgetExhausted, Oracle
 from advlab.errors import AdvlabError, check_images, check_range
 from advlab.models import create_model
+from advlab.runtime import eval_mode
 
 JACOBIAN_OUTPUTS = ("probs", "logits")
 OPTIMIZERS = ("adam", "sgd")
@@ -50,19 +51,17 @@ def jacobian_augmentation(substitute: nn.Module, x: torch.Tensor, labels: torch.
     be negative (the periodic step size)."""
     if output not in JACOBIAN_OUTPUTS:
         raise AdvlabError(f"jacobian output must be one of {', '.join(JACOBIAN_OUTPUTS)}, got {output!r}")
-    was_training = substitute.training
-    substitute.eval()
     out = []
-    for lo in range(0, len(x), batch):
-        xb = x[lo:lo + batch].detach().requires_grad_(True)
-        with torch.enable_grad():
-            scores = substitute(xb)
-            if output == "probs":
-                scores = scores.softmax(1)
-            chosen = scores.gather(1, labels[lo:lo + batch, None].to(scores.device)).sum()
-            (grad,) = torch.autograd.grad(chosen, xb)
-        out.append((xb + lam * grad.sign()).clamp(0.0, 1.0).detach())
-    substitute.train(was_training)
+    with eval_mode(substitute):
+        for lo in range(0, len(x), batch):
+            xb = x[lo:lo + batch].detach().requires_grad_(True)
+            with torch.enable_grad():
+                scores = substitute(xb)
+                if output == "probs":
+                    scores = scores.softmax(1)
+                chosen = scores.gather(1, labels[lo:lo + batch, None].to(scores.device)).sum()
+                (grad,) = torch.autograd.grad(chosen, xb)
+            out.append((xb + lam * grad.sign()).clamp(0.0, 1.0).detach())
     return torch.cat(out)
 
 

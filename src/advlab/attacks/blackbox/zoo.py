@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 
 from advlab.attacks.blackbox.base import BlackBoxAttack, QueryRun
-from advlab.attacks.common import check_positive_int, project
+from advlab.attacks.common import check_positive_int
 from advlab.errors import AdvlabError, check_range
 
 DIFFERENCES = ("forward", "symmetric")
@@ -112,6 +112,6 @@ class ZOO(BlackBoxAttack):
             update = torch.zeros(k, d, dtype=torch.float64)
             update[torch.arange(k)[:, None].expand(k, b), coords] = self.lr * mhat / (vhat.sqrt() + 1e-8)
             moved = (current[idx] - update.to(x.dtype)).view(k, *x.shape[1:])  # descend the margin
-            moved = project(moved, x[idx], self.eps, self.norm)
+            moved = self.threat.project(moved, x[idx])
             current[idx] = moved.flatten(1)
             state.query(moved.to(state.x.device), idx)

@@ -9,19 +9,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from advlab.attacks.base import NORMS, Attack, Cost
-from advlab.attacks.common import (
-    attack_loss,
-    check_eps,
-    check_loss,
-    check_positive_int,
-    enforce_bound,
-    project,
-    random_start,
-    steepest_ascent,
-)
+from advlab.attacks.base import Attack, Cost, ThreatModel
+from advlab.attacks.common import attack_loss, check_loss, check_positive_int, steepest_ascent
 from advlab.attacks.physical.transforms import PrintPhotoTransforms
-from advlab.errors import AdvlabError, check_range
+from advlab.errors import check_range
 
 
 class EOTPGD(Attack):
@@ -40,10 +31,8 @@ class EOTPGD(Attack):
     def __init__(self, eps: float = 0.3, steps: int = 40, step_size: float | None = None, norm: str = "linf",
                  samples: int = 10, transforms: PrintPhotoTransforms | None = None, random_start: bool = True,
                  loss: str = "ce", seed: int | None = 0) -> None:
-        if norm not in NORMS:
-            raise AdvlabError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
-        self.norm = norm
-        self.eps = check_eps(eps, norm)
+        self.threat = ThreatModel(norm, eps)
+        self.norm, self.eps = self.threat.norm, self.threat.eps
         self.steps = check_positive_int(steps, "steps")
         self.samples = check_positive_int(samples, "samples")
         self.step_size = (2.5 * self.eps / self.steps if step_size is None
@@ -71,12 +60,11 @@ class EOTPGD(Attack):
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
                 cost: Cost) -> torch.Tensor:
         generator = torch.Generator().manual_seed(self.seed) if self.seed is not None else None
-        adv = random_start(x, self.eps, self.norm, None if x.is_cuda else generator) \
-            if self.random_start and self.eps > 0 else x.clone()
+        adv = self.threat.random_start(x, None if x.is_cuda else generator) if self.random_start else x.clone()
         for _ in range(self.steps):
             grad = self.expected_gradient(model, adv, y, target, cost, generator)
-            adv = project(adv + self.step_size * steepest_ascent(grad, self.norm), x, self.eps, self.norm)
-        return enforce_bound(adv, x, self.eps, self.norm)
+            adv = self.threat.project(adv + self.step_size * steepest_ascent(grad, self.norm), x)
+        return self.threat.enforce(adv, x)
 
 
 @torch.no_grad()

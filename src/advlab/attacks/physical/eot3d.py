@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from advlab.attacks.base import Cost, attack_mode
 from advlab.attacks.physical.render import Renderer, check_texture, fixed_view, turntable_views
 from advlab.errors import AdvlabError, check_range
+from advlab.runtime import eval_mode
 
 
 class TextureEOT:
@@ -85,12 +86,12 @@ def viewpoint_success(model: nn.Module, renderer: Renderer, texture: torch.Tenso
     seed and the renderer's backgrounds differ from the optimization's), the share classified as
     the target and as the true class, and the per-view predictions."""
     check_texture(texture, renderer.channels)
-    model.eval()
     generator = torch.Generator().manual_seed(seed)
     preds = []
-    for start in range(0, views, batch_size):
-        sampled = renderer.sample(min(batch_size, views - start), generator)
-        preds.append(model(renderer(texture, sampled)).argmax(1).cpu())
+    with eval_mode(model):
+        for start in range(0, views, batch_size):
+            sampled = renderer.sample(min(batch_size, views - start), generator)
+            preds.append(model(renderer(texture, sampled)).argmax(1).cpu())
     preds = torch.cat(preds)
     return {"target_rate": (preds == target).float().mean().item(),
             "true_rate": (preds == true_class).float().mean().item(), "views": views, "predictions": preds}
@@ -101,11 +102,11 @@ def rotation_curve(model: nn.Module, renderer: Renderer, texture: torch.Tensor, 
                    angles: list[float], per_angle: int = 20, seed: int = 2) -> list[dict]:
     """Share classified as target / true class at each yaw angle (degrees about the vertical axis),
     each angle over `per_angle` random distances, shifts, lights, backgrounds and noise."""
-    model.eval()
     rows = []
     for angle in angles:
         generator = torch.Generator().manual_seed(seed)  # the same other conditions at every angle
-        pred = model(renderer(texture, turntable_views(renderer, angle, per_angle, generator))).argmax(1)
+        with eval_mode(model):
+            pred = model(renderer(texture, turntable_views(renderer, angle, per_angle, generator))).argmax(1)
         rows.append({"angle": float(angle), "target_rate": (pred == target).float().mean().item(),
                      "true_rate": (pred == true_class).float().mean().item()})
     return rows

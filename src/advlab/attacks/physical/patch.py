@@ -12,6 +12,7 @@ change.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,34 @@ from tqdm.auto import tqdm
 from advlab.attacks.base import Cost, attack_mode
 from advlab.attacks.physical.transforms import PrintPhotoTransforms
 from advlab.errors import AdvlabError, check_images, check_range
+from advlab.runtime import eval_mode
+
+
+def train_patch(model: nn.Module, x: torch.Tensor, side: int, steps: int, lr: float, batch_size: int,
+                generator: torch.Generator, render: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                loss: Callable[[torch.Tensor], torch.Tensor], cost: Cost, history: list[float],
+                desc: str = "patch", progress: bool = False) -> torch.Tensor:
+    """The one patch-training loop (the universal patch and the T-shirt): a uniformly random
+    side x side patch, then `steps` Adam steps on loss(model(render(patch, batch))) over random
+    batches of x, the patch kept in [0, 1] (printable) after each. render(patch, batch) pastes the
+    patch (and samples its transformations with `generator`). Passes are added to cost and each
+    step's loss to history."""
+    n, c = x.shape[:2]
+    patch = torch.rand(c, side, side, generator=generator).to(x.device).requires_grad_(True)
+    optimizer = torch.optim.Adam([patch], lr=lr)
+    with attack_mode(model):
+        for _ in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
+            batch = x[torch.randint(n, (min(batch_size, n),), generator=generator).to(x.device)]
+            value = loss(model(render(patch, batch)))
+            optimizer.zero_grad()
+            value.backward()
+            optimizer.step()
+            with torch.no_grad():
+                patch.clamp_(0, 1)
+            cost.forward += len(batch)
+            cost.backward += len(batch)
+            history.append(value.item())
+    return patch.detach()
 
 
 def patch_side(size: float, height: int, width: int) -> int:
@@ -106,30 +135,20 @@ class UniversalPatch:
             x = x[y.to(x.device) != self.target]
             if len(x) == 0:
                 raise AdvlabError("every training image already belongs to the target class")
-        n, c, h, w = x.shape
+        h, w = x.shape[-2:]
         side = patch_side(self.size, h, w)
         generator = torch.Generator().manual_seed(self.seed)
-        patch = torch.rand(c, side, side, generator=generator).to(x.device).requires_grad_(True)
-        optimizer = torch.optim.Adam([patch], lr=self.lr)
-        with attack_mode(model):
-            for _ in tqdm(range(self.steps), desc="patch", disable=not progress, leave=False):
-                batch = x[torch.randint(n, (min(self.batch_size, n),), generator=generator).to(x.device)]
-                placement = sample_placements(len(batch), h, w, side, self.rotation, self.scale, generator)
-                images, _ = place_patch(batch, patch, placement)
-                if self.transforms is not None:
-                    images = self.transforms(images, generator)
-                logits = model(images)
-                target = torch.full((len(batch),), self.target, device=x.device)
-                loss = F.cross_entropy(logits, target)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                with torch.no_grad():
-                    patch.clamp_(0, 1)
-                self.cost.forward += len(batch)
-                self.cost.backward += len(batch)
-                self.history.append(loss.item())
-        return patch.detach()
+
+        def render(patch: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+            placement = sample_placements(len(batch), h, w, side, self.rotation, self.scale, generator)
+            images, _ = place_patch(batch, patch, placement)
+            return self.transforms(images, generator) if self.transforms is not None else images
+
+        def loss(logits: torch.Tensor) -> torch.Tensor:
+            return F.cross_entropy(logits, torch.full((len(logits),), self.target, device=logits.device))
+
+        return train_patch(model, x, side, self.steps, self.lr, self.batch_size, generator, render, loss, self.cost,
+                           self.history, "patch", progress)
 
 
 @torch.no_grad()
@@ -146,18 +165,18 @@ def patch_success_rate(model: nn.Module, patch: torch.Tensor, x: torch.Tensor, y
     generator = torch.Generator().manual_seed(seed)
     noise_patch = torch.rand(patch.shape, generator=generator).to(x.device)
     hits = baseline = 0
-    model.eval()
-    for draw in range(draws):
-        placement = sample_placements(n, h, w, patch.shape[-1], rotation, scale, generator)
-        for p, counter in ((patch, "patch"), (noise_patch, "noise")):
-            images, _ = place_patch(x, p, placement)
-            if photo is not None:
-                images = photo(images, seed=seed + draw) if _takes_seed(photo) else photo(images)
-            hit = (model(images).argmax(1) == target).sum().item()
-            if counter == "patch":
-                hits += hit
-            else:
-                baseline += hit
+    with eval_mode(model):
+        for draw in range(draws):
+            placement = sample_placements(n, h, w, patch.shape[-1], rotation, scale, generator)
+            for p, counter in ((patch, "patch"), (noise_patch, "noise")):
+                images, _ = place_patch(x, p, placement)
+                if photo is not None:
+                    images = photo(images, seed=seed + draw) if _takes_seed(photo) else photo(images)
+                hit = (model(images).argmax(1) == target).sum().item()
+                if counter == "patch":
+                    hits += hit
+                else:
+                    baseline += hit
     total = n * draws
     return {"success_rate": hits / total, "random_patch_rate": baseline / total, "images": n, "draws": draws}
 

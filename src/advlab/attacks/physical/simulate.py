@@ -18,6 +18,7 @@ from PIL import Image
 from torch import nn
 
 from advlab.errors import AdvlabError, check_images, check_range
+from advlab.runtime import eval_mode
 
 
 @dataclass(frozen=True)
@@ -111,10 +112,9 @@ def measure_destruction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, adv:
                         transform, batch_size: int = 500) -> dict:
     """Destruction rate of adv under transform (a callable on batches, e.g. a PrintPhotoSimulation),
     with the counts behind it and the accuracy on transformed clean images for reference."""
-    model.eval()
-
     def predict(images):
-        return torch.cat([model(images[i:i + batch_size]).argmax(1) for i in range(0, len(images), batch_size)])
+        with eval_mode(model):
+            return torch.cat([model(images[i:i + batch_size]).argmax(1) for i in range(0, len(images), batch_size)])
 
     photo_adv, photo_clean = transform(adv), transform(x)
     clean_ok, adv_ok = predict(x) == y, predict(adv) == y

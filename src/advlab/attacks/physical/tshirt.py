@@ -23,12 +23,12 @@ import torch
 import torch.nn.functional as F
 from kornia.geometry.transform import get_tps_transform, warp_image_tps
 from torch import nn
-from tqdm.auto import tqdm
 
-from advlab.attacks.base import Cost, attack_mode
-from advlab.attacks.physical.patch import patch_side, place_patch
+from advlab.attacks.base import Cost
+from advlab.attacks.physical.patch import patch_side, place_patch, train_patch
 from advlab.attacks.physical.transforms import PrintPhotoTransforms
 from advlab.errors import AdvlabError, check_images, check_range
+from advlab.runtime import eval_mode
 
 MAX_STRENGTH = 0.15
 
@@ -168,27 +168,15 @@ class AdversarialTShirt:
         x = x[y.to(x.device) == self.source]
         if len(x) == 0:
             raise AdvlabError(f"no training image of class {self.source} to wear the patch")
-        n, c, h, w = x.shape
-        side = patch_side(self.size, h, w)
+        side = patch_side(self.size, *x.shape[-2:])
         generator = torch.Generator().manual_seed(self.seed)
-        patch = torch.rand(c, side, side, generator=generator).to(x.device).requires_grad_(True)
-        optimizer = torch.optim.Adam([patch], lr=self.lr)
-        with attack_mode(model):
-            for _ in tqdm(range(self.steps), desc="t-shirt", disable=not progress, leave=False):
-                batch = x[torch.randint(n, (min(self.batch_size, n),), generator=generator).to(x.device)]
-                images = self.wear(patch, batch, self.deformation, generator)
-                if self.transforms is not None:
-                    images = self.transforms(images, generator)
-                loss = self.loss(model(images))
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                with torch.no_grad():
-                    patch.clamp_(0, 1)
-                self.cost.forward += len(batch)
-                self.cost.backward += len(batch)
-                self.history.append(loss.item())
-        return patch.detach()
+
+        def render(patch: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+            images = self.wear(patch, batch, self.deformation, generator)
+            return self.transforms(images, generator) if self.transforms is not None else images
+
+        return train_patch(model, x, side, self.steps, self.lr, self.batch_size, generator, render, self.loss,
+                           self.cost, self.history, "t-shirt", progress)
 
     def wear(self, patch: torch.Tensor, x: torch.Tensor, deformation: ClothDeformation,
              generator: torch.Generator | None = None) -> torch.Tensor:
@@ -211,7 +199,6 @@ def tshirt_success_rate(model: nn.Module, patch: torch.Tensor, x: torch.Tensor, 
     fresh deformation and placement, then `transforms` (sampled) and `photo` (e.g. a
     PrintPhotoSimulation) when given. The same for a uniformly random patch of the same size."""
     check_images(x)
-    model.eval()
     x = x[y.to(x.device) == wearer.source]
     if len(x):
         x = x[_predict(model, x, batch_size) == wearer.source]
@@ -238,7 +225,8 @@ def tshirt_success_rate(model: nn.Module, patch: torch.Tensor, x: torch.Tensor, 
 
 
 def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+    with eval_mode(model):
+        return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
 
 
 def strength_grid(top: float = MAX_STRENGTH, points: int = 6) -> list[float]:

@@ -1,4 +1,5 @@
-"""What every detector shares: input checks, per-class poison budgets, and the result shape.
+"""What every detector shares (no base class: a detector is a function): input checks, per-class
+poison budgets, and the result shape.
 
 A detector is a function ``(features, labels, poison_fraction=... or m=...) -> Detection`` that
 unpacks as ``scores, removed``: a suspicion score per row (higher = more likely poisoned, comparable
