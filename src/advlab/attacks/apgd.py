@@ -15,9 +15,14 @@ What differs from the authors' code, to spend fewer gradients at the same streng
   authors do) and runs each next target only on the samples the previous targets left.
 - eot > 1 averages the gradient (and the loss) over that many forward passes of a randomized model
   (expectation over transformation, Athalye et al. 2018; AutoAttack's "rand" version uses 20).
+- with eot = 1 (a deterministic model) a sample at a fixed point of the iteration leaves the batch: its
+  gradient exactly zero (a saturated softmax), no momentum and no better point to restart from, so every
+  remaining iteration would repeat the same point. Its verdict is the full run's, at one gradient call.
 
 Every gradient call (one forward and one backward pass of one image) is counted in the result's cost;
-``result.extra`` has, per sample, the step at which it broke (-1: never) and the gradient calls it used.
+``result.extra`` has, per sample, the step at which it broke (-1: never), the gradient calls it used and
+whether it was still climbing at the end (``rising``: at the last checkpoint neither halving condition
+held, so APGD itself did not judge it converged).
 """
 
 from __future__ import annotations
@@ -189,10 +194,16 @@ class APGD(Attack):
         active = (~success).nonzero().squeeze(1) if self.early_stop else torch.arange(n, device=x.device)
         checkpoints = set(self.checkpoints[1:])
         last_check = 0
+        stuck = torch.zeros(n, dtype=torch.bool, device=x.device)
         for k in range(self.steps):
             if len(active) == 0:
                 break
             a = active
+            if self.eot == 1:  # a deterministic model: a sample at a fixed point of the iteration leaves
+                a = self._drop_fixed_points(a, x_cur, x_prev, x_max, g_cur, stuck)
+                active = a
+                if len(a) == 0:
+                    break
             xa = x[a]
             step = batch_view(eta[a], xa) * self._direction(g_cur[a])
             z = self.threat.project(x_cur[a] + step, xa)
@@ -229,22 +240,40 @@ class APGD(Attack):
                 active = a[~success[a]]
         failed = ~success
         best_adv[failed] = x_max[failed]
+        # not converged, by the algorithm's own test: at the last checkpoint neither halving condition held
+        # (the loss still rose on at least rho of the steps since the one before, and its best improved), so
+        # more iterations or another attack might still break the sample; the ensemble runs FAB-T there
+        self._rising = failed & ~halved_at_check & ~stuck
         return self.threat.enforce(best_adv, x), success, broke_at, grads_used
+
+    @staticmethod
+    def _drop_fixed_points(a, x_cur, x_prev, x_max, g_cur, stuck):
+        """The rows of `a` still able to move. A sample whose gradient is exactly zero (a saturated softmax:
+        gradient masking), with no momentum (x_cur = x_prev) and sitting at its best point (x_cur = x_max,
+        so no restart can move it either) would repeat the same step, the same point and the same gradient
+        until the end of the run: it is marked stuck and leaves, with the verdict the full run would give."""
+        flat = x_cur[a].flatten(1)
+        frozen = ((g_cur[a].flatten(1) == 0).all(1) & (flat == x_prev[a].flatten(1)).all(1)
+                  & (flat == x_max[a].flatten(1)).all(1))
+        stuck[a[frozen]] = True
+        return a[~frozen]
 
     def perturb(self, model, x, y, target, cost, start=None):
         generator = None if self.seed is None else torch.Generator(device=x.device).manual_seed(self.seed)
         adv, success, broke_at, used = self.run(model, x, y, target, cost, start, generator)
+        rising = self._rising.clone()
         for _ in range(self.restarts - 1):
             todo = (~success).nonzero().squeeze(1)
             if len(todo) == 0:
                 break
             t = None if target is None else target[todo]
             a2, s2, b2, u2 = self.run(model, x[todo], y[todo], t, cost, None, generator)
+            rising[todo] = self._rising
             used[todo] += u2
             won = todo[s2]
             adv[won], success[won] = a2[s2], True
             broke_at[won] = b2[s2] + used[won] - u2[s2]  # steps counted across runs
-        self._extra = {"broke_at_step": broke_at.cpu(), "gradient_calls": used.cpu()}
+        self._extra = {"broke_at_step": broke_at.cpu(), "gradient_calls": used.cpu(), "rising": rising.cpu()}
         return adv
 
 
@@ -275,6 +304,7 @@ class APGDTargeted(APGD):
         broke_at = torch.where(success, 0, -1)
         target_rank = torch.where(success, 0, -1)
         used = torch.zeros(n, dtype=torch.long, device=x.device)
+        rising = torch.zeros(n, dtype=torch.bool, device=x.device)  # not converged toward some target
         best_loss = torch.full((n,), -math.inf, device=x.device)
         for rank in range(min(self.targets, clean.shape[1] - 1)):
             todo = (~success).nonzero().squeeze(1)
@@ -285,6 +315,7 @@ class APGDTargeted(APGD):
             a2, s2, b2, u2 = self.run(model, x[todo], y[todo], None, cost, first, generator, aim=ranked[todo, rank])
             prior = used[todo]
             used[todo] += u2
+            rising[todo] |= self._rising
             won = todo[s2]
             adv[won], success[won] = a2[s2], True
             broke_at[won] = b2[s2] + prior[s2]
@@ -297,5 +328,7 @@ class APGDTargeted(APGD):
             rows = todo[lost]
             better = f > best_loss[rows]
             adv[rows[better]], best_loss[rows[better]] = a2[lost][better], f[better]
-        self._extra = {"broke_at_step": broke_at.cpu(), "gradient_calls": used.cpu(), "target_rank": target_rank.cpu()}
+        rising &= ~success
+        self._extra = {"broke_at_step": broke_at.cpu(), "gradient_calls": used.cpu(), "target_rank": target_rank.cpu(),
+                       "rising": rising.cpu()}
         return adv

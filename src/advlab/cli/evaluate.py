@@ -42,7 +42,7 @@ from advlab.cli.common import (
 from advlab.errors import AdvlabError
 from advlab.evaluation.records import RecordStore, data_sha256
 from advlab.evaluation.robustness import EvaluationSettings, evaluate_robustness
-from advlab.evaluation.suite import SUITES, check_classifier
+from advlab.evaluation.suite import FAB_MODES, SCHEDULES, SUITES, check_classifier
 from advlab.report.evaluation_sections import add_comparison, add_evaluation_section, compare_run_folders
 from advlab.report.run import RunDir
 from advlab.runtime import atomic_write, autocast, gradient_batch_size
@@ -69,7 +69,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "suites (default linf; classic is L-inf only)")
     p.add_argument("--eps", type=float_list, default=None, help="comma-separated radii (default 0.1,0.2,0.3 for "
                    "L-inf; 0.5 on CIFAR-10 and 2.0 on MNIST for L2)")
-    p.add_argument("--targets", type=positive_int, default=9, help="target classes of APGD-T and FAB-T (default 9)")
+    p.add_argument("--schedule", default="fast", choices=SCHEDULES,
+                   help="standard suite's budget: fast (default: APGD-T toward the 3 most likely wrong classes, no "
+                   "FAB-T) or autoattack (the authors': 9 targets, FAB-T on every remaining sample)")
+    p.add_argument("--targets", type=positive_int, default=None,
+                   help="target classes of APGD-T and FAB-T (default: the schedule's, 3 or 9)")
+    p.add_argument("--fab", default=None, choices=FAB_MODES,
+                   help="where FAB-T runs: off, unconverged (where APGD-T had not converged: its last checkpoint "
+                   "did not halve the step) or all (default: the schedule's)")
     p.add_argument("--iterations", type=positive_int, default=100, help="APGD and FAB iterations (default 100)")
     p.add_argument("--square-queries", type=positive_int, default=5000, help="Square queries per image in the "
                    "standard suite (default 5000)")
@@ -109,7 +116,7 @@ def run_compare(run_a: str, run_b: str) -> int:
 
 
 SETTINGS = ("suite", "norm", "seed", "precision", "steps", "restarts", "step_size", "blackbox_n", "blackbox_queries",
-            "unbounded_n", "effort_n", "targets", "iterations", "square_queries", "eot", "dataset")
+            "unbounded_n", "effort_n", "schedule", "targets", "fab", "iterations", "square_queries", "eot", "dataset")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -45,8 +45,10 @@ class EvaluationSettings:
     blackbox_queries: int = 1000
     unbounded_n: int = 200
     effort_n: int = 200
-    # standard and rand
-    targets: int = 9
+    # standard and rand (schedule "fast" or "autoattack"; targets and fab None: the schedule's)
+    schedule: str = "fast"
+    targets: int | None = None
+    fab: str | None = None
     iterations: int = 100
     square_queries: int = 5000
     eot: int = 20
@@ -74,6 +76,8 @@ class EvaluationSettings:
             raise AdvlabError("--blackbox-n, --unbounded-n and --effort-n must be 0 (skip) or positive")
         if self.step_size is not None and not 0 < self.step_size <= 1:
             raise AdvlabError(f"--step-size must be in (0, 1], got {self.step_size}")
+        if self.suite != "classic":
+            self.suite_config()  # an unknown schedule or FAB-T mode
         if self.norm == "l2" and image_shape is not None:
             bound = math.sqrt(math.prod(image_shape))
             if any(e > bound for e in eps):
@@ -85,8 +89,19 @@ class EvaluationSettings:
                "precision": self.precision}
         if self.suite == "classic":
             return {**out, "steps": self.steps, "restarts": self.restarts, "step_size": self.step_size}
-        return {**out, "iterations": self.iterations, "targets": self.targets,
-                "square_queries": self.square_queries, "eot": self.eot}
+        return {**out, "schedule": self.schedule, **self.suite_config().to_dict()}
+
+    def suite_config(self) -> SuiteConfig:
+        """The standard/rand suite's settings: the schedule's, then the explicit ones."""
+        return SuiteConfig.schedule(self.schedule, steps=self.iterations, targets=self.targets, fab=self.fab,
+                                    square_queries=self.square_queries, eot=self.eot, seed=self.seed)
+
+    def suite_record_settings(self) -> dict:
+        """A standard/rand evaluation's key in the evaluation records: the norm, the eps, every setting of
+        the schedule, the unbounded check's size and the batch size (the images are hashed apart)."""
+        return {"norm": self.norm, "eps": sorted(self.radii), **self.suite_config().to_dict(),
+                "unbounded_n": self.unbounded_n, "batch_size": self.batch_size, "dataset": self.dataset,
+                **({"precision": self.precision} if self.precision != "fp32" else {})}
 
     def record_settings(self) -> dict:
         """The classic protocol's key in the evaluation records (the images are hashed apart)."""
@@ -110,7 +125,7 @@ def recipe_label(meta: dict) -> str:
 @dataclass
 class RobustnessOutcome:
     """The evaluation (DefenseEvaluation for classic, SuiteEvaluation otherwise), its JSON-ready result,
-    and the evaluation record it was read from or written to (classic only)."""
+    and the evaluation record it was read from or written to."""
 
     evaluation: DefenseEvaluation | SuiteEvaluation
     result: dict
@@ -129,17 +144,25 @@ def evaluate_robustness(model: nn.Module, meta: dict, spec: str, x: torch.Tensor
                         settings: EvaluationSettings, device: torch.device | str = "cpu", progress: bool = True,
                         store: RecordStore | None = None, force: bool = False, data_hash: str | None = None
                         ) -> RobustnessOutcome:
-    """Evaluate model (checkpoint spec, its metadata meta) on (x, y). The classic protocol is taken from
-    the evaluation records when they hold it (unless force), else computed and recorded."""
+    """Evaluate model (checkpoint spec, its metadata meta) on (x, y). Every protocol (classic, and the
+    standard and rand suites under their own names) is taken from the evaluation records when they hold
+    it (unless force), else computed and recorded."""
     label = recipe_label(meta)
     device = torch.device(device)
+    store = store if store is not None else RecordStore()
+    data_hash = data_hash or data_sha256(x, y)
     if settings.suite != "classic":
-        cfg = SuiteConfig(steps=settings.iterations, targets=settings.targets, square_queries=settings.square_queries,
-                          eot=settings.eot, seed=settings.seed)
-        ev, timing = _timed(lambda: run_suite(model, x, y, settings.radii, settings.norm, settings.suite, config=cfg,
-                                              batch_size=settings.batch_size, device=device, progress=progress,
-                                              unbounded_n=settings.unbounded_n))
-        return RobustnessOutcome(ev, {"label": label, **ev.to_dict(), **timing, "device": str(device)})
+        def compute_suite() -> dict:
+            ev, timing = _timed(lambda: run_suite(model, x, y, settings.radii, settings.norm, settings.suite,
+                                                  config=settings.suite_config(), batch_size=settings.batch_size,
+                                                  device=device, progress=progress, unbounded_n=settings.unbounded_n))
+            return {"label": label, **ev.to_record(), **timing, "device": str(device)}
+
+        record, reused = recorded(store, model_hash(spec, model), settings.suite, settings.suite_record_settings(),
+                                  data_hash, model_summary(meta, label, spec), compute_suite, force=force)
+        result = {k: v for k, v in record.result.items() if k != "samples"}
+        return RobustnessOutcome(SuiteEvaluation.from_record(record.result),
+                                 {**result, "reused_record": reused, "record": record.key}, record, reused)
 
     def compute() -> dict:
         s = settings
@@ -149,8 +172,6 @@ def evaluate_robustness(model: nn.Module, meta: dict, spec: str, x: torch.Tensor
         return {"label": label, **ev.to_record(), "wall_seconds": timing["wall_seconds"],
                 "cpu_seconds": timing["cpu_seconds"], "device": str(device), "threads": timing["threads"]}
 
-    store = store if store is not None else RecordStore()
-    data_hash = data_hash or data_sha256(x, y)
     record, reused = recorded(store, model_hash(spec, model), PROTOCOL, settings.record_settings(), data_hash,
                               model_summary(meta, label, spec), compute, force=force)
     result = {k: v for k, v in record.result.items() if k != "broken_at"}
