@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 from advlab.cli.common import (
@@ -12,7 +11,6 @@ from advlab.cli.common import (
     add_model_spec_args,
     add_out_arg,
     add_progress_arg,
-    check_model_fits,
     data_line,
     device_from,
     image_size,
@@ -24,15 +22,10 @@ from advlab.cli.common import (
 )
 from advlab.data import load_class_map
 from advlab.detection import DETECTORS
-from advlab.detection.audit import audit_folder, load_audit_folders
+from advlab.detection.audit import audit_folder, audit_model, load_audit_folders
 from advlab.detection.representations import PENULTIMATE
-from advlab.models import architecture
-from advlab.models.spec import load_spec, spec_kind
-from advlab.report.backdoor_figures import projection_figure
+from advlab.report.audit import add_audit_sections
 from advlab.report.run import RunDir
-from advlab.training import default_config
-
-MAX_FIGURES = 12  # classes drawn: those with suspicious files first
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -87,21 +80,9 @@ def run(args: argparse.Namespace) -> int:
     if args.target is not None:
         data.class_index(args.target)  # an unknown class fails here, before any work
     device = device_from(args)
-    model, config = None, None
-    if args.model is not None and spec_kind(args.model) is not None:
-        # any model spec: an advlab checkpoint, timm:NAME, a factory, TorchScript or ONNX
-        module, info = load_spec(args.model, spec_options(args), device, data.shape)
-        meta = info.metadata()
-        check_model_fits(meta, data, args.model)
-        model = (module, {**meta, "source": args.model})
-        if args.retrain and meta.get("train_config"):
-            config = default_config(f"folder:{train_root}", data=data, **{
-                k: v for k, v in meta["train_config"].items() if k not in ("dataset", "data_recipe")})
-    else:
-        if args.model is not None:
-            architecture(args.model)  # unknown names fail here with the list of choices
-        config = default_config(f"folder:{train_root}", data=data, model=args.model, epochs=args.epochs,
-                                seed=args.seed)
+    model, config = audit_model(args.model, spec_options(args), data, train_root, device, args.retrain, args.epochs,
+                                args.seed)
+    if model is None:
         print(f"recipe: {config.data_recipe} for {config.model}, {config.epochs} epochs")
     print(data_line(*(d for d in (data, test, triggered) if d is not None)))
     run_config = {"folder": str(root), "model": args.model, "method": args.method, "layer": args.layer,
@@ -111,33 +92,7 @@ def run(args: argparse.Namespace) -> int:
     with RunDir(args.out, "audit", run_config, overwrite=args.overwrite) as run_dir:
         found = audit_folder(data, test, model, config, args.method, args.layer, args.poison_fraction, args.retrain,
                              triggered, args.target, device, args.progress)
-        audit = found.audit
-        suspicious = audit.suspicious()
-        with open(run_dir.tmp / "suspicious.csv", "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["file", "class", "score", "rank_in_class"])
-            writer.writerows([s["file"], s["class"], f"{s['score']:.6g}", s["rank_in_class"]] for s in suspicious)
-        run_dir.metrics = found.to_dict()
-        figures = []
-        classes = sorted(audit.projections, key=lambda c: (-int(audit.removed[audit.labels == c].sum()), c))
-        for c in classes[:MAX_FIGURES]:
-            flagged = audit.removed[audit.labels == c]
-            name = f"pca_class_{c}.png"
-            projection_figure(audit.projections[c], None, flagged, run_dir.figure_path(name),
-                              f"class {audit.classes[c]}: top-6 PCA of the {audit.layer_description}",
-                              names=("kept", "suspicious"))
-            figures.append((name, f"class {audit.classes[c]}: {int(flagged.sum())} of {len(flagged)} suspicious"))
-        rows = [[s["file"], s["class"], round(s["score"], 4)] for s in suspicious[:50]]
-        run_dir.add_section("Audit", f"{args.method} on {found.model_source}, {audit.layer_description}: "
-                            f"{len(suspicious)} of {len(audit.files)} files suspicious (all in suspicious.csv).",
-                            table={"columns": ["file", "class", "score"], "rows": rows}, figures=figures)
-        if found.before:
-            table_rows = [["before", *(found.before.get(k, "") for k in ("clean_accuracy", "attack_success"))]]
-            if found.after:
-                table_rows.append(["retrained without them",
-                                   *(found.after.get(k, "") for k in ("clean_accuracy", "attack_success"))])
-            run_dir.add_section("Before and after", f"target class: {found.target}" if found.target else "",
-                                table={"columns": ["model", "clean accuracy", "attack success"], "rows": table_rows})
+        suspicious = add_audit_sections(run_dir, found, args.method)
         out = run_dir.commit()
     for s in suspicious[:20]:
         print(f"  {s['score']:12.4g}  {s['class']:<12} {s['file']}")

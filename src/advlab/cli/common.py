@@ -254,42 +254,32 @@ def non_negative_float(text: str) -> float:
     return nonnegative_float()(text)
 
 
-def positive_int(text: str) -> int:
+def _integer(text: str, low: int, high: int | None, what: str, bounds: str | None = None) -> int:
+    """An integer in [low, high] (high None: no upper bound), refused in one line naming what it must be."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if value < low or (high is not None and value > high):
+        raise argparse.ArgumentTypeError(f"expected {bounds or what}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _integer(text, 1, None, "a positive integer")
 
 
 def nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
-    return value
+    return _integer(text, 0, None, "a non-negative integer")
 
 
 def seed_int(text: str) -> int:
     """An argparse type: a seed, an integer in 0..2**63-1 (what torch.manual_seed accepts)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
-    if not 0 <= value < 2**63:
-        raise argparse.ArgumentTypeError(f"expected a seed in 0..2**63-1, got {value}")
-    return value
+    return _integer(text, 0, 2**63 - 1, "an integer seed", "a seed in 0..2**63-1")
 
 
 def port_number(text: str) -> int:
-    value = nonnegative_int(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"expected a port in 0..65535, got {value}")
-    return value
+    return _integer(text, 0, 65535, "a port number", "a port in 0..65535")
 
 
 def data_options(args: argparse.Namespace) -> dict:

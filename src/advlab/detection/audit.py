@@ -30,9 +30,10 @@ from advlab.detection import DETECTORS, detect, extract_features
 from advlab.detection.representations import PENULTIMATE, describe_layer, resolve_layer
 from advlab.detection.spectre import MAX_K, pca_scores
 from advlab.errors import AdvlabError
-from advlab.models import create_model
+from advlab.models import architecture, create_model
 from advlab.models.inference import predict_logits
-from advlab.training import TrainConfig, train_model
+from advlab.models.spec import SpecOptions, check_model_fits, load_spec, spec_kind
+from advlab.training import TrainConfig, default_config, train_model
 
 MIN_CLASS_ROWS = 8  # fewer images than this in a class: nothing to estimate a covariance from
 
@@ -190,6 +191,28 @@ class FolderAudit:
         return {"audit": self.audit.to_dict(), "model": self.model_source, "train_config": self.train_config,
                 "target": self.target, "before": self.before, "after": self.after,
                 "retrained_checkpoint": self.retrained_checkpoint}
+
+
+
+def audit_model(spec: str | None, options: SpecOptions | None, data, train_root, device,
+                retrain: bool = False, epochs: int | None = None, seed: int = 0
+                ) -> tuple[tuple[nn.Module, dict] | None, TrainConfig | None]:
+    """The model an audit reads: (model, metadata) for any model spec (an advlab checkpoint, timm:NAME,
+    a factory, TorchScript, ONNX), checked against the data, with the config to retrain it when its
+    metadata has one; or no model and the config advlab trains on the folder (the recipe chosen from
+    the data, or the architecture ``spec`` names)."""
+    if spec is not None and spec_kind(spec) is not None:
+        module, info = load_spec(spec, options, device, data.shape)
+        meta = info.metadata()
+        check_model_fits(meta, data, spec)
+        config = None
+        if retrain and meta.get("train_config"):
+            config = default_config(f"folder:{train_root}", data=data, **{
+                k: v for k, v in meta["train_config"].items() if k not in ("dataset", "data_recipe")})
+        return (module, {**meta, "source": spec}), config
+    if spec is not None:
+        architecture(spec)  # unknown names fail here with the list of choices
+    return None, default_config(f"folder:{train_root}", data=data, model=spec, epochs=epochs, seed=seed)
 
 
 def audit_folder(data, test=None, model: tuple[nn.Module, dict] | None = None, config: TrainConfig | None = None,
