@@ -31,3 +31,4 @@ def test_labels_and_ranges():
     assert check_range("0.3", "eps", 0, 1) == 0.3
     with pytest.raises(AdvlabError, match=r"eps must be in \[0, 1\], got 1.5"):
         check_range(1.5, "eps", 0, 1)
+

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import signal
 import sys
@@ -23,6 +24,7 @@ from advlab import __version__
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool killed by it
 
 
 class Parser(argparse.ArgumentParser):
@@ -66,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("advlab: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # the reader went away (`advlab ... | head`): stop quietly like other Unix tools; point stdout at
+        # /dev/null so that the interpreter's final flush does not print a traceback either
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except Terminated:
         print("advlab: terminated (SIGTERM); run the same command again to resume a training run", file=sys.stderr)
         return EXIT_TERMINATED
