@@ -89,25 +89,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _attack_from_args(args: argparse.Namespace) -> tuple[Attack, str]:
-    """The white-box attack the flags describe, and its norm."""
+    """The white-box attack the flags describe, and its norm; the registry passes each attack only the
+    options it takes (advlab.attacks.ATTACKS)."""
     norm = args.norm or ("l2" if args.attack in ("cw", "lbfgs") else "linf")
     eps = WHITEBOX_EPS if args.eps is None else args.eps
-    kwargs = {}
-    if args.attack == "pgd":
-        kwargs.update(restarts=args.restarts, loss=args.loss, seed=args.seed)
-    elif args.attack.startswith(("apgd", "fab")):
-        kwargs.update(restarts=args.restarts, seed=args.seed)
-    if args.attack.startswith("apgd"):
-        kwargs.update(eps=eps)
-    elif args.attack in ("fgsm", "bim", "mifgsm"):
-        kwargs.update(loss=args.loss)
-    if args.attack in ("fgsm", "pgd", "bim", "mifgsm"):
-        kwargs.update(eps=eps)
-    if args.attack in ("pgd", "bim", "mifgsm"):
-        kwargs.update(step_size=args.step_size)
-    if args.attack in ("pgd", "bim", "mifgsm", "deepfool", "cw", "apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t"):
-        kwargs.update(steps=args.steps)
-    return build_attack(args.attack, norm=norm, **kwargs), norm
+    return build_attack(args.attack, eps=eps, norm=norm, steps=args.steps, step_size=args.step_size,
+                        restarts=args.restarts, loss=args.loss, seed=args.seed), norm
 
 
 def run(args: argparse.Namespace) -> int:
