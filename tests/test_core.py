@@ -158,3 +158,11 @@ def test_training_examples_come_from_the_attack_loop_with_the_old_arithmetic():
     assert torch.equal(new, old)
     start = ThreatModel("linf", eps).random_start(x, torch.Generator().manual_seed(0))
     assert torch.equal(ascend(model, x, y, None, ThreatModel("linf", eps), start, steps, step, "ce", Cost()), new)
+
+
+def test_the_registry_passes_restarts_loss_and_seed_only_to_the_attacks_that_take_them():
+    pgd = build_attack("pgd", restarts=3, loss="cw", seed=5)
+    assert (pgd.restarts, pgd.loss, pgd.seed) == (3, "cw", 5)
+    assert build_attack("apgd-dlr", loss="ce", restarts=2).loss == "dlr"  # the name fixes APGD's loss
+    assert build_attack("apgd-ce", restarts=2, seed=7).restarts == 2
+    build_attack("deepfool", restarts=3, loss="cw", seed=1)  # options DeepFool does not take are left out
