@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advlab.attacks.base import Attack, ThreatModel
-from advlab.attacks.common import batch_view, check_positive_int
+from advlab.attacks.common import batch_view, check_positive_int, ranked_wrong_classes
 from advlab.errors import AdvlabError, check_range
 from advlab.runtime import eval_mode
 
@@ -295,10 +295,7 @@ class APGDTargeted(APGD):
             return super().perturb(model, x, y, target, cost, start)
         generator = None if self.seed is None else torch.Generator(device=x.device).manual_seed(self.seed)
         n = len(x)
-        with torch.no_grad():
-            clean = model(x)
-        cost.forward += n
-        ranked = clean.scatter(1, y[:, None], float("-inf")).argsort(1, descending=True)
+        clean, ranked = ranked_wrong_classes(model, x, y, cost)
         adv = x.clone()
         success = clean.argmax(1) != y
         broke_at = torch.where(success, 0, -1)

@@ -77,6 +77,16 @@ def loss_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: to
     return grad, logits.detach(), objective.detach()
 
 
+@torch.no_grad()
+def ranked_wrong_classes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cost: Cost
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(clean logits, the other classes ranked most likely first): the order in which APGD-T and
+    FAB-T try their targets (Croce & Hein 2020, section 4)."""
+    clean = model(x)
+    cost.forward += len(x)
+    return clean, clean.scatter(1, y[:, None], float("-inf")).argsort(1, descending=True)
+
+
 def batch_view(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Reshape a per-sample vector to broadcast against an NCHW batch."""
     return v.view(-1, *[1] * (like.dim() - 1))

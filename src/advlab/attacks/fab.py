@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 
 from advlab.attacks.base import Attack, ThreatModel, check_norm
-from advlab.attacks.common import batch_view, check_positive_int
+from advlab.attacks.common import batch_view, check_positive_int, ranked_wrong_classes
 from advlab.errors import check_range
 
 
@@ -220,10 +220,7 @@ class FAB(Attack):
             return adv
         # FAB-T: each of the most likely wrong classes in turn, on the samples still unbroken
         n = len(x)
-        with torch.no_grad():
-            clean = model(x)
-        cost.forward += n
-        ranked = clean.scatter(1, y[:, None], float("-inf")).argsort(1, descending=True)
+        clean, ranked = ranked_wrong_classes(model, x, y, cost)
         adv = x.clone()
         adv_norm = torch.full((n,), float("inf"), device=x.device)
         found = torch.full((n,), -1, dtype=torch.long, device=x.device)

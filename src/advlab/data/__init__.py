@@ -11,14 +11,7 @@ import torch
 
 from advlab.data.cifar10 import load_cifar10
 from advlab.data.dataset import ImageDataset
-from advlab.data.folder import (
-    check_image_size,
-    class_folders,
-    listing,
-    load_class_map,
-    native_shape,
-    read_image_folder,
-)
+from advlab.data.folder import list_folder, load_class_map, read_image_folder
 from advlab.data.lazy import LazyImageFolder
 from advlab.data.mnist import load_mnist
 from advlab.data.paths import data_root
@@ -50,13 +43,7 @@ def load_image_folder(root: str | Path, image_size: int | None = None, channels:
     chooses by the decoded size (IN_MEMORY_BYTES). classes: the class folders in label order (all
     must exist), as an alternative to a class_map."""
     root = Path(root)
-    if image_size is not None:
-        check_image_size(image_size)
-    if channels not in (None, 1, 3):
-        raise AdvlabError(f"channels must be 1 or 3, got {channels}")
-    folders, labels, class_names = class_folders(root, class_map, classes)
-    files = listing(root, folders, labels)
-    size, channels = native_shape([p for p, _ in files], image_size, channels)
+    files, class_names, size, channels = list_folder(root, image_size, channels, class_map, classes)
     if lazy is None:
         lazy = len(files) * channels * size * size > IN_MEMORY_BYTES
     if not lazy:

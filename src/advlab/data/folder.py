@@ -196,6 +196,19 @@ def check_image_size(size: int) -> None:
         raise AdvlabError(f"image size must be an integer in 1..{MAX_IMAGE_SIZE}, got {size}")
 
 
+def list_folder(root: Path, size: int | None, channels: int | None, class_map: dict[str, int] | None = None,
+                classes: list[str] | None = None) -> tuple[list, list[str], int, int]:
+    """(files as (path, label), class names, image side, channels) of root/<class>/, the options
+    checked and the side and channels defaulting to the images' own (native_shape)."""
+    if size is not None:
+        check_image_size(size)
+    if channels not in (None, 1, 3):
+        raise AdvlabError(f"channels must be 1 or 3, got {channels}")
+    folders, labels, class_names = class_folders(root, class_map, classes)
+    files = listing(root, folders, labels)
+    return (files, class_names, *native_shape([p for p, _ in files], size, channels))
+
+
 def read_image_folder(root: Path, size: int | None = None, channels: int | None = 3, name: str | None = None,
                       classes: list[str] | None = None, class_map: dict[str, int] | None = None) -> ImageDataset:
     """Decode every image under root/<class>/ (fit_image: resize and centre crop to size x size),
@@ -205,13 +218,7 @@ def read_image_folder(root: Path, size: int | None = None, channels: int | None 
     come in a fixed shuffled order. An undecodable file is a user error naming the file.
     """
     root = Path(root)
-    if size is not None:
-        check_image_size(size)
-    if channels not in (None, 1, 3):
-        raise AdvlabError(f"channels must be 1 or 3, got {channels}")
-    folders, labels, class_names = class_folders(root, class_map, classes)
-    files = listing(root, folders, labels)
-    size, channels = native_shape([p for p, _ in files], size, channels)
+    files, class_names, size, channels = list_folder(root, size, channels, class_map, classes)
 
     def build() -> dict[str, np.ndarray]:
         images = np.empty((len(files), channels, size, size), dtype=np.uint8)
