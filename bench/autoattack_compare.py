@@ -112,17 +112,38 @@ def run_autoattack(counter: Counter, x, y, eps, norm, seed, bs, version="standar
         if by and by != "clean" and not robust[i]:
             counts[by] = counts.get(by, 0) + 1
     return {"robust": robust, "cpu": cpu, "grad": dict(counter.grad), "plain": dict(counter.plain),
-            "max_norm": float(size.max()), "broken_by_count": counts}
+            "max_norm": float(size.max()), "broken_by_count": counts, "adversarial": x_adv}
 
 
 def run_advlab(counter: Counter, x, y, eps, norm, seed, bs, members=None, schedule="fast", suite="standard"):
     counter.reset()
     start = time.process_time()
     ev = run_suite(counter, x, y, [eps], norm, suite, members=members, config=SuiteConfig.schedule(schedule, seed=seed),
-                   batch_size=bs, device=x.device, progress=False, diagnostics=False)
+                   batch_size=bs, device=x.device, progress=False, diagnostics=False, keep_adversarial=True)
     cpu = time.process_time() - start
-    robust = (ev.broken_eps > eps).to(x.device)
-    return {"robust": robust, "cpu": cpu, "grad": dict(counter.grad), "plain": dict(counter.plain), "ev": ev}
+    adversarial = ev.adversarial.to(x.device)
+    delta = (adversarial - x).flatten(1)
+    size = delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)
+    if float(size.max()) > eps * (1 + 1e-5) + 1e-6:
+        raise SystemExit(f"advlab returned a point outside the eps ball ({float(size.max())} > {eps})")
+    # the verdict, as for AutoAttack: the benchmark's own forward pass on the returned images
+    robust = predict(counter.model, adversarial) == y
+    return {"robust": robust, "cpu": cpu, "grad": dict(counter.grad), "plain": dict(counter.plain), "ev": ev,
+            "adversarial": adversarial, "robust_by_records": (ev.broken_eps > eps).to(x.device)}
+
+
+def randomized_verdicts(model, x_adv, y, draws: int = 20) -> dict:
+    """A randomized model's accuracy on the returned images under two rules besides the one draw of the robust
+    verdict, the same for both libraries: averaged over fresh draws (the one-draw figure's expectation), and
+    the accuracy of the logits averaged over the draws (advlab's rand-suite verdict)."""
+    correct, logits = [], 0
+    with torch.no_grad():
+        for _ in range(draws):
+            out = torch.cat([model(x_adv[i:i + 500]) for i in range(0, len(x_adv), 500)])
+            correct.append((out.argmax(1) == y).float().mean().item())
+            logits = logits + out
+    return {"expected_accuracy_20_draws": sum(correct) / draws,
+            "averaged_logits_accuracy_20_draws": (logits.argmax(1) == y).float().mean().item()}
 
 
 def summary(run: dict, ev) -> dict:
@@ -131,7 +152,8 @@ def summary(run: dict, ev) -> dict:
             "gradient_calls": sum(run["grad"].values()), "forward_only": sum(run["plain"].values()),
             "per_attack": d["cost"], "accuracy_after": ev.accuracy_after, "broken_by_count": d["broken_by_count"],
             "broken_by_target_rank": d["broken_by_target_rank"], "fab_attacked": d["fab_attacked"],
-            "suite": ev.suite, "config": d["config"], "robust_samples": run["robust"].nonzero().squeeze(1).tolist()}
+            "suite": ev.suite, "config": d["config"], "robust_samples": run["robust"].nonzero().squeeze(1).tolist(),
+            "robust_accuracy_by_records": run["robust_by_records"].float().mean().item()}
 
 
 def run_torchattacks_apgd(counter: Counter, x, y, eps, norm, seed, steps):
@@ -191,6 +213,7 @@ def main() -> None:
            "norm": args.norm, "n": args.n, "clean_accuracy": clean.float().mean().item(), "seed": args.seed,
            "noise_sigma": args.noise_sigma, "square": not args.no_square}
     skip = set(filter(None, args.skip.split(",")))
+    ours = aa = None
     if "advlab" in skip:
         skip.add("autoattack")  # the comparison needs both
     else:
@@ -222,6 +245,10 @@ def main() -> None:
                              "per_attack_gradient_calls": aa["grad"], "per_attack_forward_only": aa["plain"],
                              "max_norm": aa["max_norm"], "broken_by_count": aa["broken_by_count"],
                              "version": version, "robust_samples": aa["robust"].nonzero().squeeze(1).tolist()}
+    if args.noise_sigma > 0:  # a randomized model: both libraries' images under the same averaged rule
+        for side, run in (("advlab", ours), ("autoattack", aa)):
+            if run is not None and side in out and "adversarial" in run:
+                out[side].update(randomized_verdicts(counter.model, run["adversarial"], y))
     if "autoattack" in out and "advlab" in out:
         out["disagreement"] = {"broken_by_advlab_only": int((~ours["robust"] & aa["robust"]).sum()),
                                "broken_by_autoattack_only": int((ours["robust"] & ~aa["robust"]).sum())}

@@ -58,6 +58,18 @@ def test_a_randomized_model_gets_eot(lenet_mnist, mnist_batch):
     assert plain.suite == "standard" and not plain.randomized
 
 
+def test_the_adversarial_images_kept_are_the_ones_that_broke_each_sample(lenet_mnist, mnist_batch):
+    model, _, _ = lenet_mnist
+    x, y = mnist_batch
+    x, y = x[:16], y[:16]
+    ev = run_suite(model, x, y, [0.1], members=["apgd-ce"], config=SMALL, progress=False, diagnostics=False,
+                   keep_adversarial=True)
+    with torch.no_grad():
+        wrong = model(ev.adversarial).argmax(1) != y
+    assert torch.equal(wrong, ev.broken_eps <= 0.1)
+    assert (ev.adversarial - x).abs().amax() <= 0.1 + 1e-6
+
+
 def test_compare_lists_samples_one_run_broke_and_the_other_did_not():
     def rec(i, by):
         return {"index": i, "broken_by": by, "step": 1}

@@ -137,6 +137,8 @@ class SuiteEvaluation:
     diagnostics: list[Diagnostic] = field(default_factory=list)
     target_rank: torch.Tensor | None = None  # APGD-T / FAB-T: rank of the target that broke it (1: most likely)
     fab_attacked: int = 0  # samples FAB-T ran on (with fab="unconverged", those APGD-T did not converge on)
+    # with keep_adversarial: the image that broke each sample, the clean image where none did (as AutoAttack returns)
+    adversarial: torch.Tensor | None = None
 
     @property
     def clean_accuracy(self) -> float:
@@ -234,9 +236,10 @@ def _build(member: str, eps: float, norm: str, cfg: SuiteConfig, eot: int):
 def run_suite(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Sequence[float], norm: str = "linf",
               suite: str = "standard", members: Sequence[str] | None = None, config: SuiteConfig | None = None,
               batch_size: int = 500, device: torch.device | str = "cpu", progress: bool = True,
-              diagnostics: bool = True, unbounded_n: int = 200) -> SuiteEvaluation:
+              diagnostics: bool = True, unbounded_n: int = 200, keep_adversarial: bool = False) -> SuiteEvaluation:
     """The ensemble `suite` ("standard" or "rand") at each eps; members overrides the list of attacks
-    (a subset, in order, e.g. to run one member alone on the same samples)."""
+    (a subset, in order, e.g. to run one member alone on the same samples). keep_adversarial keeps the
+    image that broke each sample (at the smallest eps that broke it) in ``adversarial``."""
     if suite not in MEMBERS:
         raise AdvlabError(f"unknown suite {suite!r}; choose one of {', '.join(SUITES)}")
     cfg = config or SuiteConfig()
@@ -267,6 +270,7 @@ def run_suite(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Sequence[
     adv_norm = torch.where(correct, torch.full((n,), math.inf), torch.zeros(n))
     ranks = torch.zeros(n, dtype=torch.long)
     fab_attacked = 0
+    adversarial = x.detach().cpu().clone() if keep_adversarial else None
     costs = {m: Cost() for m in members}
     after: dict[str, list[float]] = {m: [] for m in members}
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -315,13 +319,15 @@ def run_suite(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Sequence[
                 if "target_rank" in result.extra:
                     ranks[rows] = result.extra["target_rank"].cpu()[hit].long()
                 adv_norm[rows] = size[hit]
+                if adversarial is not None:
+                    adversarial[rows] = result.adv.detach().cpu()[hit]
                 for r in rows.tolist():
                     broken_by[r] = DISPLAY[member]
             after[member].append((broken_eps > e).float().mean().item())
     ev = SuiteEvaluation(suite, norm, eps_sorted, n, correct, broken_eps, broken_by, step, grads, queries, adv_norm,
                          [DISPLAY[m] for m in members], {DISPLAY[m]: v for m, v in after.items()},
                          {DISPLAY[m]: c for m, c in costs.items()}, cfg, randomized, notes,
-                         target_rank=ranks, fab_attacked=fab_attacked)
+                         target_rank=ranks, fab_attacked=fab_attacked, adversarial=adversarial)
     if diagnostics:
         ev.diagnostics = suite_diagnostics(model, x, y, ev, batch_size, device, unbounded_n)
     return ev
