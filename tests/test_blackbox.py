@@ -316,6 +316,47 @@ def test_hopskipjump_eps_probe_finds_what_lies_within_eps():
         assert int(result.extra["queries"][0]) == oracle.used <= 300
 
 
+class _RecordingOracle(LocalOracle):
+    """A labels-only oracle that keeps every batch it was asked about."""
+
+    def __init__(self, model: nn.Module, budget: int) -> None:
+        super().__init__(model, labels_only=True, budget=budget)
+        self.calls: list[torch.Tensor] = []
+
+    def _answer(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append(x.clone())
+        return super()._answer(x)
+
+
+@pytest.mark.parametrize("every", [0, 25])
+def test_hopskipjump_spends_its_budget_and_ends_each_probe_batch_with_the_eps_probe(every):
+    """At an eps below the closed-form distance (nothing within eps is adversarial, so the attack runs
+    to the end of its budget), whatever the budget: the queries never pass it, at most one is left
+    unspent, and every batch of gradient probes, the last iteration's too (cut short by the budget),
+    is followed by the eps probe, the point clip(x + eps s) with s in {-1, 0, 1} per pixel."""
+    model, x, y, closed_form = _linear_two_class_problem()
+    x, y = x[:1], y[:1]
+    eps = float(closed_form[0]) / 2
+    for budget in range(40, 420, 31):
+        oracle = _RecordingOracle(model, budget)
+        result = HopSkipJump(eps=eps, max_queries=budget, init_evals=20, max_evals=100,
+                             eps_probe_every=every)(oracle, x, y)
+        assert not bool(result.success.any()) and not result.extra["budget_exhausted"]
+        assert budget - 1 <= oracle.used <= budget and int(result.extra["queries"][0]) == oracle.used
+        batches = [k for k, call in enumerate(oracle.calls) if len(call) > 1]
+        assert batches, "no gradient estimate within the budget"
+        for k in batches:
+            assert k + 1 < len(oracle.calls)
+            probe = oracle.calls[k + 1]
+            step = (probe - x) / eps
+            assert len(probe) == 1 and float((probe - x).abs().max()) == pytest.approx(eps, abs=1e-6)
+            on_vertex = ((step.abs() - 1).abs() < 1e-4) | (probe == 0) | (probe == 1) | (step.abs() < 1e-6)
+            assert bool(on_vertex.all())
+        if every:
+            # a batch holds at most `every` probes (the estimate is refined and probed after each)
+            assert max(len(oracle.calls[k]) for k in batches) <= every
+
+
 def test_transfer_matrix_and_disjoint_halves(lenet_mnist, mnist_test, mnist_batch):
     halves = split_halves(mnist_test.head(100))
     assert len(halves["A"]) + len(halves["B"]) == 100
