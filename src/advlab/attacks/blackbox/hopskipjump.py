@@ -22,22 +22,27 @@ from advlab.errors import check_range
 class HopSkipJump(BlackBoxAttack):
     """Decision-based attack. init_evals: probes at the first iteration (B_t = init_evals * sqrt(t),
     capped by max_evals); gamma sets the binary-search threshold theta (gamma / d^1.5 for L2,
-    gamma / d^2 for Linf) and the probe radius delta_t. eps_probe: after each gradient estimate,
-    also query x + eps * (its sign for Linf, its unit vector for L2): one query per iteration,
-    not in the paper, which minimizes the distance instead of aiming at a given eps."""
+    gamma / d^2 for Linf) and the probe radius delta_t from the second iteration on;
+    first_probe_radius is delta_1 (0.1 in the authors' code and in ART; 0 takes the paper's delta_t
+    from t = 1 too).
+
+    eps_probe (not in the paper, which minimizes the distance instead of aiming at a given eps):
+    query x + eps * (the gradient estimate's sign for Linf, its unit vector for L2) as the estimate
+    forms: the B_t probes of an iteration go out in eps_probes_per_iteration chunks, and after each
+    the estimate from the probes so far is probed, one query each. In the iteration the budget cuts
+    short, the probes shrink so that it still ends with its eps probes. eps_probe=False with
+    first_probe_radius=0 is the paper's Algorithm 2."""
 
     name = "hopskipjump"
     needs_scores = False
 
     def __init__(self, eps: float = 0.3, norm: str = "linf", max_queries: int = 10_000, init_evals: int = 100,
                  max_evals: int = 1000, gamma: float = 1.0, init_tries: int = 100, seed: int = 0,
-                 eps_probe: bool = True, eps_probe_every: int = 0, _delta_factor: float = 1.0,
-                 _first_delta: float = 0.0, _doubling: bool = False) -> None:
-        self._doubling = _doubling
-        self._delta_factor, self._first_delta = _delta_factor, _first_delta
+                 eps_probe: bool = True, eps_probes_per_iteration: int = 8, first_probe_radius: float = 0.1) -> None:
         super().__init__(eps, norm, max_queries, seed)
         self.eps_probe = bool(eps_probe)
-        self.eps_probe_every = int(eps_probe_every)
+        self.eps_probes_per_iteration = check_positive_int(eps_probes_per_iteration, "eps_probes_per_iteration")
+        self.first_probe_radius = check_range(first_probe_radius, "first_probe_radius", 0.0, 1.0)
         self.init_evals = check_positive_int(init_evals, "init_evals")
         self.max_evals = check_positive_int(max_evals, "max_evals")
         self.gamma = check_range(gamma, "gamma", 0.0, 1e6, lo_open=True)
@@ -57,16 +62,11 @@ class HopSkipJump(BlackBoxAttack):
         return (centred.view(*hit.shape, *[1] * (u_eff.dim() - 2)) * u_eff).mean(1)
 
     def _cuts(self, evals: int) -> list[int]:
-        """After how many of the iteration's probes the gradient is estimated (and the eps probe sent)."""
-        if not (self.eps_probe and self.eps_probe_every):
+        """After how many of the iteration's probes the estimate so far is eps-probed (the last: all)."""
+        if not self.eps_probe:
             return [evals]
-        if self._doubling:
-            cuts, c = [], self.eps_probe_every
-            while c < evals:
-                cuts.append(c)
-                c *= 2
-            return cuts + [evals]
-        return [*range(self.eps_probe_every, evals, self.eps_probe_every), evals]
+        chunk = math.ceil(evals / self.eps_probes_per_iteration)
+        return [*range(chunk, evals, chunk), evals]
 
     def _distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         d = (a - b).flatten(1)
@@ -150,13 +150,14 @@ class HopSkipJump(BlackBoxAttack):
             dist = self._distance(ar, xr)
             # probe radius delta_t (Sec. 4.1): sqrt(d) theta dist_{t-1} for L2, d theta dist for Linf
             delta = (math.sqrt(d) if self.norm == "l2" else d) * theta * dist
-            delta = delta * self._delta_factor
-            if t == 1 and self._first_delta:
-                delta = torch.full_like(delta, self._first_delta)
+            if t == 1 and self.first_probe_radius > 0:
+                # the authors' code (and ART) start with 0.1: from a noise start the boundary point is
+                # far from x, and dist / d there probes a region too small to tell its normal well
+                delta = torch.full_like(delta, self.first_probe_radius)
             evals = int(min(self.init_evals * math.sqrt(t), self.max_evals))
-            # the last iteration the budget allows: fewer probes, so that it still ends with its eps probes
+            # the iteration the budget cuts short: fewer probes, so that it still ends with its eps probes
             left = int(state.left()[ir].min())
-            while evals > 1 and evals + (len(self._cuts(evals)) if self.eps_probe else 1) > left:
+            while evals > 1 and evals + len(self._cuts(evals)) > left:
                 evals -= 1
             u = torch.randn((len(rows), evals, *x.shape[1:]), generator=generator, dtype=x.dtype)
             if self.norm == "linf":
