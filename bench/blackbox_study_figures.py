@@ -14,6 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # Papernot et al. 2017, Table 1 (substitute accuracy, 150 MNIST test seeds): rounds 0 and 6
@@ -108,6 +109,56 @@ def peers_figure(paths: dict[str, Path], out: Path) -> None:
     plt.close(fig)
 
 
+HSJ_GRID = (100, 200, 300, 500, 750, 1000)
+
+
+def hsj_table_row(label: str, first: np.ndarray, runs: int) -> str:
+    ok = first > 0
+    cells = " / ".join(f"{((first > 0) & (first <= q)).mean():.3f}" for q in HSJ_GRID)
+    return (f"| {label} | {len(first)} ({runs} runs) | {cells} | {float(np.median(first[ok])):.0f} | "
+            f"{float(first[ok].mean()):.0f} |")
+
+
+def hsj_seeds_figure(groups: dict[str, dict[str, list[Path]]], out: Path) -> None:
+    """Success against queries (every budget from 1 to 1,000) and the median distance, advlab against
+    ART, pooled over the image sets and seeds of each group; prints the table of docs/blackbox.md."""
+    fig, axes = plt.subplots(len(groups), 2, figsize=(12, 4 * len(groups)), squeeze=False)
+    budgets = np.arange(1, 1001)
+    for row, (title, files) in zip(axes, groups.items(), strict=True):
+        print(f"\n{title}\n| library | image runs | success within {' / '.join(map(str, HSJ_GRID))} queries | "
+              "median queries of the successes | mean |\n| --- | --- | --- | --- | --- |")
+        for label, (paths, library, style) in files.items():
+            if not paths:
+                continue
+            first, runs, distance = [], 0, []
+            for path in paths:
+                data = json.loads(path.read_text())
+                for key, res in data["results"].items():
+                    if key.startswith(f"hopskipjump/{library}/"):
+                        first.extend(res["first_success"])
+                        runs += 1
+                        if library != "advlab" or "tiny_eps_run" in res:
+                            distance.append([res["median_distance_at"][str(q)] for q in HSJ_GRID])
+            first = np.asarray(first)
+            print(hsj_table_row(label, first, runs // len(paths)))
+            curve = [((first > 0) & (first <= q)).mean() for q in budgets]
+            row[0].plot(budgets, curve, style, label=f"{label} (median {float(np.median(first[first > 0])):.0f})")
+            if distance:
+                row[1].plot(HSJ_GRID, np.mean(distance, 0), style, marker="o", ms=3, label=label)
+        row[0].set_xlabel("queries per image")
+        row[0].set_ylabel("success at Linf 0.3")
+        row[0].set_title(f"{title}: HopSkipJump success")
+        row[1].set_xlabel("queries per image")
+        row[1].set_ylabel("median Linf distance (mean over runs)")
+        row[1].set_title(f"{title}: HopSkipJump distance")
+        for ax in row:
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
 def substitute_runs_figure(runs: dict[str, Path], out: Path) -> None:
     fig, axes = plt.subplots(1, len(runs), figsize=(5.5 * len(runs), 4), squeeze=False)
     for ax, (title, run) in zip(axes[0], runs.items(), strict=True):
@@ -170,9 +221,27 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="docs/figures/blackbox")
     p.add_argument("--runs", default="", help="comma-separated TITLE=RUN_FOLDER of `advlab substitute` runs")
+    p.add_argument("--only-hsj", action="store_true",
+                   help="only the HopSkipJump figure over seeds and image sets (and its table on stdout)")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    peers = RESULTS / "blackbox_peers"
+    sets = [f"mnist_cnn_standard{s}_hsj_seeds.json" for s in ("", "_offset100", "_offset200")]
+    one_probe = [f"mnist_cnn_off{o}_hsj_one_probe.json" for o in (0, 100, 200)]
+    groups = {"standard mnist_cnn, 75 images": {
+        "advlab (now)": ([peers / f for f in sets if (peers / f).is_file()], "advlab", "-"),
+        "advlab, one eps probe per iteration (before)": ([peers / f for f in one_probe if (peers / f).is_file()],
+                                                         "advlab", ":"),
+        "ART": ([peers / f for f in sets if (peers / f).is_file()], "art", "--")}}
+    if (peers / "small_cnn_fast_hsj_seeds.json").is_file():
+        robust = [peers / "small_cnn_fast_hsj_seeds.json"]
+        groups["fast-trained small_cnn, 25 images"] = {"advlab (now)": (robust, "advlab", "-"),
+                                                      "ART": (robust, "art", "--")}
+    if groups["standard mnist_cnn, 75 images"]["advlab (now)"][0]:
+        hsj_seeds_figure(groups, out / "peers_hsj_seeds.png")
+    if args.only_hsj:
+        return
     sub = RESULTS / "substitute"
     if (sub / "mnist_rounds.json").is_file():
         rounds_figure(sub / "mnist_rounds.json", out / "mnist_substitute_rounds.png")
