@@ -20,7 +20,7 @@ once the budget is spent. From that record, identically for both libraries:
 advlab's attacks run as its users run them, at eps: they stop at the first success. ART's
 HopSkipJump has no eps for Linf and minimizes the distance until the budget is spent; its first
 crossing of eps is read from the record. advlab's HopSkipJump distance curve comes from a second
-run at a tiny eps (--tiny-eps), which keeps it minimizing. A white-box PGD-100 on the same images
+run at a tiny eps (--tiny-eps) without eps probes, which keeps it minimizing. A white-box PGD-100 on the same images
 is the reference.
 
 ART's attacks have no per-image query limit, so they get more iterations than the budget allows
@@ -98,9 +98,11 @@ def run_advlab(attack_name: str, counting: CountingModel, x: torch.Tensor, y: to
     if attack_name == "square":
         attack = Square(eps=args.eps, max_queries=counting.budget, p_init=args.p_init, seed=seed)
     else:
+        # the distance run (hsj_eps) minimizes: eps probes at a tiny eps cannot succeed, so it runs without them
         attack = HopSkipJump(eps=args.eps if hsj_eps is None else hsj_eps, max_queries=counting.budget,
                              init_evals=args.init_evals, max_evals=args.max_evals, gamma=args.gamma,
-                             eps_probe=not args.no_eps_probe, eps_probes_per_iteration=args.eps_probes_per_iteration,
+                             eps_probe=not args.no_eps_probe and hsj_eps is None,
+                             eps_probes_per_iteration=args.eps_probes_per_iteration,
                              first_probe_radius=args.first_probe_radius, seed=seed)
     try:
         attack(oracle, x, y)

@@ -145,6 +145,13 @@ def hsj_seeds_figure(groups: dict[str, dict[str, list[Path]]], out: Path) -> Non
             row[0].plot(budgets, curve, style, label=f"{label} (median {float(np.median(first[first > 0])):.0f})")
             if distance:
                 row[1].plot(HSJ_GRID, np.mean(distance, 0), style, marker="o", ms=3, label=label)
+        print("runs that broke each image by 1,000 queries, per image set (0-9 digits per image):")
+        for label, (paths, library, _) in files.items():
+            for path in paths:
+                data = json.loads(path.read_text())
+                runs = np.asarray([res["first_success"] for key, res in data["results"].items()
+                                   if key.startswith(f"hopskipjump/{library}/")])
+                print(f"  {path.name} {label}: " + "".join(str(int(c)) for c in (runs > 0).sum(0)))
         row[0].set_xlabel("queries per image")
         row[0].set_ylabel("success at Linf 0.3")
         row[0].set_title(f"{title}: HopSkipJump success")
