@@ -119,6 +119,38 @@ def hsj_table_row(label: str, first: np.ndarray, runs: int) -> str:
             f"{float(first[ok].mean()):.0f} |")
 
 
+def success_curve(first: np.ndarray) -> np.ndarray:
+    """Success within q queries for q = 1 .. 1,000."""
+    return np.asarray([((first > 0) & (first <= q)).mean() for q in range(1, 1001)])
+
+
+def first_successes(paths: list[Path], library: str) -> np.ndarray:
+    return np.asarray([f for path in paths for key, res in json.loads(path.read_text())["results"].items()
+                       if key.startswith(f"hopskipjump/{library}/") for f in res["first_success"]])
+
+
+def below_windows(ours: np.ndarray, theirs: np.ndarray) -> list[tuple[int, int]]:
+    """The budgets (ranges from 1 to 1,000) at which our success curve lies below theirs."""
+    below = np.nonzero(success_curve(ours) < success_curve(theirs) - 1e-12)[0] + 1
+    ranges: list[tuple[int, int]] = []
+    for q in below.tolist():
+        if ranges and ranges[-1][1] == q - 1:
+            ranges[-1] = (ranges[-1][0], q)
+        else:
+            ranges.append((q, q))
+    return ranges
+
+
+def hsj_variants_table(variants: dict[str, tuple[Path, str]]) -> None:
+    """advlab's HopSkipJump settings on one image set (all runs of each file pooled), beside ART."""
+    print("| variant | success within " + " / ".join(map(str, HSJ_GRID)) + " queries | median queries of the successes"
+          " | mean success over budgets 1-1,000 |\n| --- | --- | --- | --- |")
+    for label, (path, library) in variants.items():
+        first = first_successes([path], library)
+        cells = " / ".join(f"{((first > 0) & (first <= q)).mean():.2f}" for q in HSJ_GRID)
+        print(f"| {label} | {cells} | {float(np.median(first[first > 0])):.0f} | {success_curve(first).mean():.3f} |")
+
+
 def hsj_seeds_figure(groups: dict[str, dict[str, list[Path]]], out: Path) -> None:
     """Success against queries (every budget from 1 to 1,000) and the median distance, advlab against
     ART, pooled over the image sets and seeds of each group; prints the table of docs/blackbox.md."""
@@ -145,6 +177,14 @@ def hsj_seeds_figure(groups: dict[str, dict[str, list[Path]]], out: Path) -> Non
             row[0].plot(budgets, curve, style, label=f"{label} (median {float(np.median(first[first > 0])):.0f})")
             if distance:
                 row[1].plot(HSJ_GRID, np.mean(distance, 0), style, marker="o", ms=3, label=label)
+        ours, theirs = files.get("advlab (now)"), files.get("ART")
+        if ours and theirs and ours[0] and theirs[0]:
+            a, r = first_successes(ours[0], "advlab"), first_successes(theirs[0], "art")
+            print(f"advlab (now) below ART at budgets {below_windows(a, r)}, by at most "
+                  f"{float((success_curve(r) - success_curve(a)).max()):.3f}")
+            for path in ours[0]:
+                print(f"  {path.name}: success by 1,000 advlab {(first_successes([path], 'advlab') > 0).mean():.2f}, "
+                      f"ART {(first_successes([path], 'art') > 0).mean():.2f}")
         print("runs that broke each image by 1,000 queries, per image set (0-9 digits per image):")
         for label, (paths, library, _) in files.items():
             for path in paths:
@@ -247,6 +287,17 @@ def main() -> None:
                                                       "ART": (robust, "art", "--")}
     if groups["standard mnist_cnn, 75 images"]["advlab (now)"][0]:
         hsj_seeds_figure(groups, out / "peers_hsj_seeds.png")
+    variants = sorted((peers / "hsj_variants").glob("mnist_cnn_off0_probes*_radius*.json"))
+    if variants and (peers / sets[0]).is_file() and (peers / one_probe[0]).is_file():
+        print("\nadvlab's variants on the first image set")
+        rows = {"one eps probe per iteration, the paper's first radius (before)": (peers / one_probe[0], "advlab")}
+        for k, radius, path in sorted((int(path.stem.split("_probes")[1].split("_radius")[0]),
+                                       float(path.stem.split("_radius")[1]), path) for path in variants):
+            probes = "1 eps probe" if k == 1 else f"{k} eps probes"
+            rows[f"{probes} per iteration, first radius {radius:g}"] = (path, "advlab")
+        rows["8 eps probes per iteration, first radius 0.1 (now)"] = (peers / sets[0], "advlab")
+        rows["ART"] = (peers / sets[0], "art")
+        hsj_variants_table(rows)
     if args.only_hsj:
         return
     sub = RESULTS / "substitute"
