@@ -20,7 +20,7 @@ once the budget is spent. From that record, identically for both libraries:
 advlab's attacks run as its users run them, at eps: they stop at the first success. ART's
 HopSkipJump has no eps for Linf and minimizes the distance until the budget is spent; its first
 crossing of eps is read from the record. advlab's HopSkipJump distance curve comes from a second
-run at a tiny eps (--tiny-eps), which keeps it minimizing. A white-box PGD-100 on the same images
+run at a tiny eps (--tiny-eps) without eps probes, which keeps it minimizing. A white-box PGD-100 on the same images
 is the reference.
 
 ART's attacks have no per-image query limit, so they get more iterations than the budget allows
@@ -98,9 +98,12 @@ def run_advlab(attack_name: str, counting: CountingModel, x: torch.Tensor, y: to
     if attack_name == "square":
         attack = Square(eps=args.eps, max_queries=counting.budget, p_init=args.p_init, seed=seed)
     else:
+        # the distance run (hsj_eps) minimizes: eps probes at a tiny eps cannot succeed, so it runs without them
         attack = HopSkipJump(eps=args.eps if hsj_eps is None else hsj_eps, max_queries=counting.budget,
                              init_evals=args.init_evals, max_evals=args.max_evals, gamma=args.gamma,
-                             eps_probe=not args.no_eps_probe, seed=seed)
+                             eps_probe=not args.no_eps_probe and hsj_eps is None,
+                             eps_probes_per_iteration=args.eps_probes_per_iteration,
+                             first_probe_radius=args.first_probe_radius, seed=seed)
     try:
         attack(oracle, x, y)
     except (BudgetExhausted, QueryBudgetSpent):
@@ -184,18 +187,29 @@ def main() -> None:
     p.add_argument("--gamma", type=float, default=None, help="advlab HopSkipJump's gamma (default: its own)")
     p.add_argument("--no-eps-probe", action="store_true",
                    help="advlab HopSkipJump without its one query per iteration at x + eps sign(gradient estimate)")
+    p.add_argument("--eps-probes-per-iteration", type=int, default=None,
+                   help="advlab HopSkipJump's eps probes per iteration (default: its own)")
+    p.add_argument("--first-probe-radius", type=float, default=None,
+                   help="advlab HopSkipJump's probe radius in the first iteration (default: its own; 0: the paper's)")
+    p.add_argument("--no-distance-run", action="store_true",
+                   help="skip advlab HopSkipJump's second run at --tiny-eps (its distance curve is then not measured)")
     p.add_argument("--libraries", default="advlab,art")
     p.add_argument("--attacks", default="square,hopskipjump")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (each library, each seed)")
     p.add_argument("--merge", default=None,
-                   help="an earlier output on the same model and images: its results for the attack/library pairs "
-                   "not run now are kept")
+                   help="earlier outputs on the same model and images (comma-separated): their results for the "
+                   "attack/library pairs not run now are kept")
     p.add_argument("--out", required=True)
     args = p.parse_args()
     torch.set_num_threads(1)
     args.budget = {"square": args.square_queries, "hopskipjump": args.hsj_queries}
+    defaults = HopSkipJump()
     if args.gamma is None:
-        args.gamma = HopSkipJump().gamma
+        args.gamma = defaults.gamma
+    if args.eps_probes_per_iteration is None:
+        args.eps_probes_per_iteration = defaults.eps_probes_per_iteration
+    if args.first_probe_radius is None:
+        args.first_probe_radius = defaults.first_probe_radius
     model, meta = load_checkpoint(args.checkpoint)
     model.eval()
     x, y = mnist_test(Path(args.data_dir) / "mnist", args.offset + 4 * args.n)
@@ -213,7 +227,9 @@ def main() -> None:
            "images": len(x), "offset": args.offset, "eps": args.eps, "p_init": args.p_init,
            "whitebox_pgd100_success": float(whitebox.success.float().mean()),
            "init_evals": args.init_evals, "max_evals": args.max_evals,
-           "advlab_gamma": args.gamma, "advlab_eps_probe": not args.no_eps_probe, "budgets": args.budget,
+           "advlab_gamma": args.gamma, "advlab_eps_probe": not args.no_eps_probe,
+           "advlab_eps_probes_per_iteration": args.eps_probes_per_iteration,
+           "advlab_first_probe_radius": args.first_probe_radius, "budgets": args.budget,
            "results": {}}
     for attack_name in args.attacks.split(","):
         budget = args.budget[attack_name]
@@ -224,7 +240,7 @@ def main() -> None:
                 run = per_image(attack_name, library, model, x, y, args, seed)
                 s = summarize(run["records"], budget, args.eps, grid)
                 s["seconds"] = run["seconds"]
-                if attack_name == "hopskipjump" and library == "advlab":
+                if attack_name == "hopskipjump" and library == "advlab" and not args.no_distance_run:
                     # advlab's HopSkipJump stops at the first success within eps (its contract), so its
                     # distance curve comes from a second run at a tiny eps, which keeps it minimizing
                     shrink = per_image(attack_name, library, model, x, y, args, seed, hsj_eps=args.tiny_eps)
@@ -238,14 +254,20 @@ def main() -> None:
                       f"queries {s['median_queries']}, median Linf at {budget}: "
                       f"{s['median_distance_at'][str(budget)]:.4f}, {run['seconds']:.0f} s", flush=True)
     if args.merge:
-        earlier = json.loads(Path(args.merge).read_text())
-        same = all(earlier.get(k) == out[k] for k in ("images", "offset", "eps", "budgets"))
-        if not same:
-            raise SystemExit(f"{args.merge} was run on other images, eps or budgets; not merged")
+        kept: dict = {}
         ran = {key.rsplit("/", 1)[0] for key in out["results"]}
-        kept = {k: v for k, v in earlier["results"].items() if k.rsplit("/", 1)[0] not in ran}
+        for name in args.merge.split(","):
+            earlier = json.loads(Path(name).read_text())
+            same = all(earlier.get(k) == out[k] for k in ("images", "offset", "eps", "budgets"))
+            if not same:
+                raise SystemExit(f"{name} was run on other images, eps or budgets; not merged")
+            for k, v in earlier["results"].items():
+                if k.rsplit("/", 1)[0] not in ran:
+                    if k in kept:
+                        raise SystemExit(f"{k} is in two of the merged files; not merged")
+                    kept[k] = v
         out["results"] = {**kept, **out["results"]}
-        out["merged_from"] = {"file": Path(args.merge).name, "kept": sorted(kept)}
+        out["merged_from"] = {"files": [Path(name).name for name in args.merge.split(",")], "kept": sorted(kept)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1))
 

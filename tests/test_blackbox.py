@@ -3,6 +3,8 @@ read from the oracle, substitute training and the transfer matrix."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -291,7 +293,7 @@ def _linear_two_class_problem():
 
 def test_hopskipjump_converges_to_the_closed_form_distance_of_a_linear_model():
     """HopSkipJump, from labels only, must never beat the closed-form distance (every queried point is
-    checked) and must come within 1.6x of it in 1,000 queries (it reaches 1.05-1.31x)."""
+    checked) and must come within 1.6x of it in 1,000 queries (it reaches 1.07-1.24x)."""
     model, x, y, closed_form = _linear_two_class_problem()
     result = HopSkipJump(eps=1e-4, max_queries=1000, init_evals=20, max_evals=100)(
         LocalOracle(model, labels_only=True), x, y)
@@ -305,8 +307,9 @@ def test_hopskipjump_converges_to_the_closed_form_distance_of_a_linear_model():
 def test_hopskipjump_eps_probe_finds_what_lies_within_eps():
     """With eps 1.5x an image's distance to a linear boundary, the point x + eps sign(gradient estimate)
     is adversarial once the estimate's sign agrees with v's on most of ||v||_1: the probe breaks
-    every image within 300 queries (seeds 0-2 take at most 167; without it 2 of 8 stay unbroken at
-    seed 1), and its queries are counted like all others."""
+    every image within 300 queries (seeds 0-2 take at most 38 with eight probes an iteration, 167 with
+    one and the paper's first probe radius; without it 2 of 8 stay unbroken at seed 1), and its
+    queries are counted like all others."""
     model, x, y, closed_form = _linear_two_class_problem()
     for i in range(len(x)):
         oracle = LocalOracle(model, labels_only=True)
@@ -314,6 +317,46 @@ def test_hopskipjump_eps_probe_finds_what_lies_within_eps():
             oracle, x[i:i + 1], y[i:i + 1])
         assert bool(result.success.all()) and float(result.norms["linf"].max()) <= 1.5 * closed_form[i] + 1e-6
         assert int(result.extra["queries"][0]) == oracle.used <= 300
+
+
+class _RecordingOracle(LocalOracle):
+    """A labels-only oracle that keeps every batch it was asked about."""
+
+    def __init__(self, model: nn.Module, budget: int) -> None:
+        super().__init__(model, labels_only=True, budget=budget)
+        self.calls: list[torch.Tensor] = []
+
+    def _answer(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append(x.clone())
+        return super()._answer(x)
+
+
+@pytest.mark.parametrize("per_iteration", [1, 8])
+def test_hopskipjump_spends_its_budget_and_ends_each_probe_batch_with_the_eps_probe(per_iteration):
+    """At an eps below the closed-form distance (nothing within eps is adversarial, so the attack runs
+    to the end of its budget), whatever the budget: the queries never pass it, at most one is left
+    unspent, and every batch of gradient probes, the last iteration's too (cut short by the budget),
+    is followed by the eps probe, the point clip(x + eps s) with s in {-1, 0, 1} per pixel."""
+    model, x, y, closed_form = _linear_two_class_problem()
+    x, y = x[:1], y[:1]
+    eps = float(closed_form[0]) / 2
+    for budget in range(40, 420, 31):
+        oracle = _RecordingOracle(model, budget)
+        result = HopSkipJump(eps=eps, max_queries=budget, init_evals=20, max_evals=100,
+                             eps_probes_per_iteration=per_iteration)(oracle, x, y)
+        assert not bool(result.success.any()) and not result.extra["budget_exhausted"]
+        assert budget - 1 <= oracle.used <= budget and int(result.extra["queries"][0]) == oracle.used
+        batches = [k for k, call in enumerate(oracle.calls) if len(call) > 1]
+        assert batches, "no gradient estimate within the budget"
+        for k in batches:
+            assert k + 1 < len(oracle.calls)
+            probe = oracle.calls[k + 1]
+            step = (probe - x) / eps
+            assert len(probe) == 1 and float((probe - x).abs().max()) == pytest.approx(eps, abs=1e-6)
+            on_vertex = ((step.abs() - 1).abs() < 1e-4) | (probe == 0) | (probe == 1) | (step.abs() < 1e-6)
+            assert bool(on_vertex.all())
+        # B_t <= 100 probes an iteration, sent in per_iteration chunks
+        assert max(len(oracle.calls[k]) for k in batches) <= math.ceil(100 / per_iteration)
 
 
 def test_transfer_matrix_and_disjoint_halves(lenet_mnist, mnist_test, mnist_batch):

@@ -22,18 +22,27 @@ from advlab.errors import check_range
 class HopSkipJump(BlackBoxAttack):
     """Decision-based attack. init_evals: probes at the first iteration (B_t = init_evals * sqrt(t),
     capped by max_evals); gamma sets the binary-search threshold theta (gamma / d^1.5 for L2,
-    gamma / d^2 for Linf) and the probe radius delta_t. eps_probe: after each gradient estimate,
-    also query x + eps * (its sign for Linf, its unit vector for L2): one query per iteration,
-    not in the paper, which minimizes the distance instead of aiming at a given eps."""
+    gamma / d^2 for Linf) and the probe radius delta_t from the second iteration on;
+    first_probe_radius is delta_1 (0.1 in the authors' code and in ART; 0 takes the paper's delta_t
+    from t = 1 too).
+
+    eps_probe (not in the paper, which minimizes the distance instead of aiming at a given eps):
+    query x + eps * (the gradient estimate's sign for Linf, its unit vector for L2) as the estimate
+    forms: the B_t probes of an iteration go out in eps_probes_per_iteration chunks, and after each
+    the estimate from the probes so far is probed, one query each. In the iteration the budget cuts
+    short, the probes shrink so that it still ends with its eps probes. eps_probe=False with
+    first_probe_radius=0 is the paper's Algorithm 2."""
 
     name = "hopskipjump"
     needs_scores = False
 
     def __init__(self, eps: float = 0.3, norm: str = "linf", max_queries: int = 10_000, init_evals: int = 100,
                  max_evals: int = 1000, gamma: float = 1.0, init_tries: int = 100, seed: int = 0,
-                 eps_probe: bool = True) -> None:
+                 eps_probe: bool = True, eps_probes_per_iteration: int = 8, first_probe_radius: float = 0.1) -> None:
         super().__init__(eps, norm, max_queries, seed)
         self.eps_probe = bool(eps_probe)
+        self.eps_probes_per_iteration = check_positive_int(eps_probes_per_iteration, "eps_probes_per_iteration")
+        self.first_probe_radius = check_range(first_probe_radius, "first_probe_radius", 0.0, 1.0)
         self.init_evals = check_positive_int(init_evals, "init_evals")
         self.max_evals = check_positive_int(max_evals, "max_evals")
         self.gamma = check_range(gamma, "gamma", 0.0, 1e6, lo_open=True)
@@ -44,6 +53,20 @@ class HopSkipJump(BlackBoxAttack):
         labels, _ = state.query(xs.to(state.x.device), idx)
         cls = (state.y if state.target is None else state.target)[idx].cpu()
         return labels != cls if state.target is None else labels == cls
+
+    def _gradient(self, hit: torch.Tensor, u_eff: torch.Tensor) -> torch.Tensor:
+        """The boundary normal from the probes' answers (eq. 9 with the baseline of eq. 16)."""
+        phi = hit.to(u_eff.dtype) * 2 - 1
+        mean_phi = phi.mean(1, keepdim=True)
+        centred = torch.where((mean_phi.abs() == 1), phi, phi - mean_phi)
+        return (centred.view(*hit.shape, *[1] * (u_eff.dim() - 2)) * u_eff).mean(1)
+
+    def _cuts(self, evals: int) -> list[int]:
+        """After how many of the iteration's probes the estimate so far is eps-probed (the last: all)."""
+        if not self.eps_probe:
+            return [evals]
+        chunk = math.ceil(evals / self.eps_probes_per_iteration)
+        return [*range(chunk, evals, chunk), evals]
 
     def _distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         d = (a - b).flatten(1)
@@ -127,28 +150,41 @@ class HopSkipJump(BlackBoxAttack):
             dist = self._distance(ar, xr)
             # probe radius delta_t (Sec. 4.1): sqrt(d) theta dist_{t-1} for L2, d theta dist for Linf
             delta = (math.sqrt(d) if self.norm == "l2" else d) * theta * dist
+            if t == 1 and self.first_probe_radius > 0:
+                # the authors' code (and ART) start with 0.1: from a noise start the boundary point is
+                # far from x, and dist / d there probes a region too small to tell its normal well
+                delta = torch.full_like(delta, self.first_probe_radius)
             evals = int(min(self.init_evals * math.sqrt(t), self.max_evals))
-            evals = int(max(1, min(evals, int(state.left()[ir].min()) - 1)))
+            # the iteration the budget cuts short: fewer probes, so that it still ends with its eps probes
+            left = int(state.left()[ir].min())
+            while evals > 1 and evals + len(self._cuts(evals)) > left:
+                evals -= 1
             u = torch.randn((len(rows), evals, *x.shape[1:]), generator=generator, dtype=x.dtype)
             if self.norm == "linf":
                 u = torch.rand((len(rows), evals, *x.shape[1:]), generator=generator, dtype=x.dtype) * 2 - 1
             u = u / u.flatten(2).norm(dim=2).clamp_min(1e-12).view(len(rows), evals, *[1] * (x.dim() - 1))
             probes = (ar[:, None] + delta.view(-1, 1, *[1] * (x.dim() - 1)) * u).clamp(0.0, 1.0)
-            hit = self._is_adv(state, probes.flatten(0, 1), ir.repeat_interleave(evals)).view(len(rows), evals)
             u_eff = (probes - ar[:, None]) / delta.clamp_min(1e-12).view(-1, 1, *[1] * (x.dim() - 1))
-            phi = hit.to(x.dtype) * 2 - 1
-            mean_phi = phi.mean(1, keepdim=True)
-            centred = torch.where((mean_phi.abs() == 1), phi, phi - mean_phi)
-            grad = (centred.view(len(rows), evals, *[1] * (x.dim() - 1)) * u_eff).mean(1)
-            direction = grad.sign() if self.norm == "linf" else l2_normalize(grad)
-            if self.eps_probe:
-                # the point of the eps-ball furthest along the estimated boundary normal: for a locally
-                # linear boundary it is adversarial as soon as the image's distance to the boundary
-                # is below eps, often iterations before the boundary point itself comes within eps
-                live = (state.left()[ir] >= 1) & ~state.success[ir]
-                if live.any():
-                    p = torch.nonzero(live).flatten()
-                    self._is_adv(state, (xr[p] + self.eps * direction[p]).clamp(0.0, 1.0), ir[p])
+            hit = torch.zeros((len(rows), evals), dtype=torch.bool)
+            direction = torch.zeros_like(ar)
+            cuts = self._cuts(evals)
+            for lo, hi in zip([0, *cuts[:-1]], cuts, strict=True):
+                live = (state.left()[ir] >= hi - lo) & ~state.success[ir]
+                if not live.any():
+                    break
+                p = torch.nonzero(live).flatten()
+                hit[p, lo:hi] = self._is_adv(state, probes[p, lo:hi].flatten(0, 1),
+                                             ir[p].repeat_interleave(hi - lo)).view(len(p), hi - lo)
+                grad = self._gradient(hit[:, :hi], u_eff[:, :hi])
+                direction = grad.sign() if self.norm == "linf" else l2_normalize(grad)
+                if self.eps_probe:
+                    # the point of the eps-ball furthest along the estimated boundary normal: for a locally
+                    # linear boundary it is adversarial as soon as the image's distance to the boundary
+                    # is below eps, often iterations before the boundary point itself comes within eps
+                    live = (state.left()[ir] >= 1) & ~state.success[ir]
+                    if live.any():
+                        p = torch.nonzero(live).flatten()
+                        self._is_adv(state, (xr[p] + self.eps * direction[p]).clamp(0.0, 1.0), ir[p])
             # geometric step-size search (Sec. 4.3): xi = dist / sqrt(t), halved until adversarial
             xi = dist / math.sqrt(t)
             moved = ar.clone()
