@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import math
 import shutil
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -22,6 +24,7 @@ from advlab.report.run import RunDir, check_run_destination
 from advlab.report.sections import add_blackbox_section, add_training_section
 from advlab.runtime import (
     PRECISIONS,
+    BatchSize,
     atomic_write,
     check_writable_file,
     check_writable_folder,
@@ -389,6 +392,29 @@ def resolve_model(spec: str, args: argparse.Namespace, device: torch.device) -> 
 def check_model_fits(meta: dict, data: ImageDataset, source: str) -> None:
     """Refuse a model trained on another image shape or number of classes than the data."""
     models_check_fits(meta, data, source)
+
+
+BATCH_SIZE_HELP = ("images per batch of the model's passes (default: chosen to fit the device's memory). A batch "
+                   "that runs out of memory is retried at half the size, also when given; the size used is "
+                   "reported")
+
+
+def run_batch_size(args: argparse.Namespace, choose: Callable[[], int], device: torch.device) -> BatchSize:
+    """The run's batch size (advlab.runtime.BatchSize, shared by all its loops): --batch-size when given,
+    else choose() (a default that fits the device), said on stdout. Either way a batch that runs out of
+    memory is retried at half the size, and record_batch_size reports the size the run ended with."""
+    if getattr(args, "batch_size", None) is not None:
+        return BatchSize(args.batch_size, given=True)
+    size = int(choose())
+    print(f"batch size {size} (chosen to fit {device.type} memory; --batch-size sets it)")
+    return BatchSize(size)
+
+
+def record_batch_size(run_dir: RunDir | None, batch: BatchSize) -> None:
+    """The batch size the run used, in its metrics (metrics.json "batch_size") and as a line on stderr."""
+    if run_dir is not None:
+        run_dir.metrics["batch_size"] = batch.summary()
+    print(batch.line(), file=sys.stderr)
 
 
 def device_from(args: argparse.Namespace) -> torch.device:
