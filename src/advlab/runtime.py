@@ -302,11 +302,12 @@ class BatchSize:
     of the run. `size` is the size in use; `summary()` is what the run records. given: whether the user
     chose `start` (halving still happens, and the message says the given size did not fit)."""
 
-    def __init__(self, start: int, given: bool = False) -> None:
+    def __init__(self, start: int, given: bool = False, origin: str | None = None) -> None:
         if int(start) < 1:
             raise AdvlabError(f"batch size must be positive, got {start}")
         self.start = self.size = int(start)
         self.given = bool(given)
+        self.origin = origin  # where start came from, for line() (default: the flag or the device's memory)
         self.halvings = 0
 
     def __int__(self) -> int:
@@ -337,7 +338,8 @@ class BatchSize:
 
     def line(self) -> str:
         """The run's closing line on stderr."""
-        how = "given by --batch-size" if self.given else "chosen to fit the device's memory; --batch-size sets it"
+        how = self.origin or ("given by --batch-size" if self.given
+                              else "chosen to fit the device's memory; --batch-size sets it")
         shrunk = f", halved {self.halvings}x from {self.start} on out-of-memory" if self.halvings else ""
         return f"batch size used: {self.size} ({how}{shrunk})"
 

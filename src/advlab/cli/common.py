@@ -523,7 +523,8 @@ def run_oracle_attack(args: argparse.Namespace) -> int:
                   "n": len(x), "queries_per_image": settings.queries, "budget": args.budget, "seed": settings.seed,
                   "dataset": args.dataset, "labels_only": oracle.labels_only}
         # the default batch is BlackboxSettings' (a remote oracle's memory is not ours to measure)
-        batch = BatchSize(settings.batch_size, given=args.batch_size is not None)
+        batch = BatchSize(settings.batch_size, given=args.batch_size is not None,
+                          origin=None if args.batch_size is not None else "the black-box runs' default")
         with RunDir(args.out, "blackbox", config, overwrite=args.overwrite) as run_dir:
             run = run_blackbox(oracle, x, y, settings, model, device, args.progress, batch)
             add_blackbox_section(run_dir, run, x, y, data.name, args.dataset, described)
