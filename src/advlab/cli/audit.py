@@ -8,6 +8,7 @@ from pathlib import Path
 from advlab.cli.common import (
     BATCH_SIZE_HELP,
     MODEL_SPEC_HELP,
+    add_convert_mode_arg,
     add_device_arg,
     add_model_spec_args,
     add_out_arg,
@@ -63,6 +64,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-size", type=image_size, default=None, help="side images are resized and centre-cropped "
                    "to (default: the images' own)")
     p.add_argument("--channels", type=int, choices=(1, 3), default=None)
+    add_convert_mode_arg(p)
     p.add_argument("--class-map", default=None, help="folder name -> the model's output index (JSON or lines)")
     p.add_argument("--lazy", action=argparse.BooleanOptionalAction, default=None,
                    help="read the folder batch by batch from disk (default: when it would take over 256 MiB)")
@@ -82,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     class_map = load_class_map(args.class_map) if args.class_map else None
     data, test, triggered, train_root = load_audit_folders(
         args.folder, args.test, args.triggered_test, class_map, image_size=args.image_size, channels=args.channels,
+        convert_mode=args.convert_mode,
         lazy=args.lazy, workers=args.workers)
     root = Path(args.folder).expanduser()
     if args.target is not None:

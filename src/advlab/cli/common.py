@@ -15,7 +15,7 @@ from torch import nn
 
 from advlab.attacks.blackbox import HttpOracle, LocalOracle, Oracle
 from advlab.data import ImageDataset, dataset_info, load_dataset
-from advlab.data.folder import MAX_IMAGE_SIZE
+from advlab.data.folder import CONVERT_MODES, MAX_IMAGE_SIZE
 from advlab.errors import AdvlabError
 from advlab.evaluation.blackbox import BlackboxSettings, check_oracle_fits, run_blackbox
 from advlab.models import SpecOptions, architecture, model_metadata
@@ -47,6 +47,7 @@ def add_data_args(parser: argparse.ArgumentParser, dataset: str | None = "mnist"
                         "all share one)")
     parser.add_argument("--channels", type=int, choices=(1, 3), default=None,
                         help="colour channels of a folder data set (default: 1 when every image is grayscale, else 3)")
+    add_convert_mode_arg(parser)
     parser.add_argument("--class-map", default=None, help="folder data sets: a file mapping each class folder to the "
                         "model's output index (JSON {\"folder\": index}, a JSON list of names, or lines "
                         "'folder index'); default: folders in alphabetical order are classes 0..K-1")
@@ -55,6 +56,12 @@ def add_data_args(parser: argparse.ArgumentParser, dataset: str | None = "mnist"
                         "folder would take over 256 MiB)")
     parser.add_argument("--workers", type=nonnegative_int, default=None,
                         help="processes decoding a lazily read folder (default: the CPUs, at most 8; 0: none)")
+
+
+def add_convert_mode_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--convert-mode", choices=CONVERT_MODES, default=None,
+                        help="folder data sets whose images differ in mode (grayscale, RGB, palette, RGBA, ...): "
+                        "convert them all to RGB or to L (grayscale); without it such a folder is refused")
 
 
 def add_device_arg(parser: argparse.ArgumentParser) -> None:
@@ -289,7 +296,7 @@ def data_options(args: argparse.Namespace) -> dict:
     """The folder options of add_data_args as load_dataset's keyword arguments."""
     return {"image_size": getattr(args, "image_size", None), "channels": getattr(args, "channels", None),
             "class_map": getattr(args, "class_map", None), "lazy": getattr(args, "lazy", None),
-            "workers": getattr(args, "workers", None)}
+            "workers": getattr(args, "workers", None), "convert_mode": getattr(args, "convert_mode", None)}
 
 
 def dataset_split(args: argparse.Namespace, split: str, n: int | None = None) -> ImageDataset:
@@ -371,7 +378,8 @@ def data_shape(args: argparse.Namespace) -> tuple[int, int, int] | None:
         return None
     if dataset.startswith("folder:"):
         size = getattr(args, "image_size", None)  # None: the folder's own size, unknown until it is read
-        return None if size is None else (getattr(args, "channels", None) or 3, size, size)
+        implied = 1 if getattr(args, "convert_mode", None) == "L" else 3
+        return None if size is None else (getattr(args, "channels", None) or implied, size, size)
     try:
         channels, height, width, _ = dataset_info(dataset)
     except AdvlabError:
