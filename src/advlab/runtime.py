@@ -346,7 +346,7 @@ class BatchSize:
 
 def as_batch_size(batch_size: int | BatchSize) -> BatchSize:
     """A library call's batch size: a BatchSize shared with the caller, or a fresh one from an int."""
-    return batch_size if isinstance(batch_size, BatchSize) else BatchSize(int(batch_size), given=True)
+    return batch_size if isinstance(batch_size, BatchSize) else BatchSize(int(batch_size))
 
 
 def available_memory(device: torch.device) -> int:

@@ -107,8 +107,15 @@ class Smooth:
 
         def one(rows: slice) -> None:
             size = rows.stop - rows.start
+            # a batch that runs out of memory gives its draws back: the retry starts where it started
+            before = generator.get_state() if generator is not None else None
             noisy = noise[:size].normal_(0.0, self.sigma, generator=generator).add_(x)
-            logits = model(noisy)
+            try:
+                logits = model(noisy)
+            except BaseException:
+                if before is not None:
+                    generator.set_state(before)
+                raise
             # the decision in float32 (bf16 logits would tie more often); counts in int64
             counts.add_(torch.bincount(logits.float().argmax(1), minlength=self.num_classes)[: self.num_classes])
 

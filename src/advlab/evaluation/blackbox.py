@@ -156,7 +156,7 @@ def run_blackbox(oracle: Oracle, x: torch.Tensor, y: torch.Tensor, settings: Bla
     whitebox_model (the model behind an in-process oracle) and each attack's ratio to it. batch: the
     run's BatchSize (default: settings.batch_size), halved when a batch runs out of memory."""
     attacks = settings.build()
-    batch = batch if batch is not None else BatchSize(settings.batch_size, given=True)
+    batch = batch if batch is not None else as_batch_size(settings.batch_size)
     if settings.whitebox_pgd and whitebox_model is None:
         raise AdvlabError("--whitebox-pgd needs an in-process --model (white-box access)")
     runs, summaries, curves = {}, {}, {}

@@ -21,7 +21,7 @@ from advlab.errors import AdvlabError
 from advlab.evaluation.defense import DefenseEvaluation, evaluate_defense
 from advlab.evaluation.records import Record, RecordStore, data_sha256, model_hash, model_summary, recorded
 from advlab.evaluation.suite import SUITES, SuiteConfig, SuiteEvaluation, run_suite
-from advlab.runtime import BatchSize
+from advlab.runtime import BatchSize, as_batch_size
 
 PROTOCOL = "classic"  # FGSM, PGD-CE and PGD-C&W with restarts, per-sample worst case, the diagnostics
 
@@ -150,7 +150,7 @@ def evaluate_robustness(model: nn.Module, meta: dict, spec: str, x: torch.Tensor
     it (unless force), else computed and recorded. batch: the run's BatchSize (default: a fresh one at
     settings.batch_size); a batch that runs out of memory is retried at half the size, and the size the
     run ended with is in batch.size. The records are keyed by settings.batch_size, the size asked for."""
-    batch = batch if batch is not None else BatchSize(settings.batch_size, given=True)
+    batch = batch if batch is not None else as_batch_size(settings.batch_size)
     label = recipe_label(meta)
     device = torch.device(device)
     store = store if store is not None else RecordStore()
