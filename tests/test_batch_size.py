@@ -219,3 +219,16 @@ def test_library_calls_share_one_batch_size_across_their_loops():
     halved = len(calls)
     features = extract_features(model, x, "1", batch)
     assert features.shape == (10, 3) and max(calls[halved:]) <= 2  # the halved size carries over
+
+
+def test_blackbox_runs_through_an_in_process_oracle_halve_too(tmp_path, capsys, oom_factory):
+    settings = ["--dataset", "mnist", "--attack", "square", "--n", "20", "--queries", "10", "--no-progress"]
+    held, err = _run(tmp_path, capsys, ["blackbox", "--model", f"{oom_factory}:limited", *settings], "held")
+    used = held["batch_size"]["batch_size"]
+    assert used <= LIMIT and "out of memory at batch size 100" in err and "black-box runs' default" in err
+    free, _ = _run(tmp_path, capsys, ["blackbox", "--model", f"{oom_factory}:unlimited", *settings, "--batch-size",
+                                      str(used)], "free")
+    drop = ("seconds",)
+    assert {k: v for k, v in held["attacks"]["square"].items() if k not in drop} == {
+        k: v for k, v in free["attacks"]["square"].items() if k not in drop}
+    assert held["curves"] == free["curves"]
