@@ -218,9 +218,12 @@ def test_training_on_a_lazy_folder_streams_and_matches_the_in_memory_run(tmp_pat
 def test_a_corrupt_file_met_while_streaming_is_one_line(tmp_path, workers):
     root = make_folder(tmp_path / "pics", sizes=((16, 16),))
     (root / "bee" / "zz-broken.png").write_bytes(b"\x89PNG not really")
-    data = load_dataset(f"folder:{root}", "train", image_size=16, channels=3, lazy=True, workers=workers)
-    data = load_dataset(f"folder:{root}", "test", image_size=16, channels=3, lazy=True, workers=workers) \
-        if not any("broken" in f for f in data.files) else data
+    with pytest.raises(AdvlabError, match="zz-broken.png"):  # the headers are read before any work
+        load_dataset(f"folder:{root}", "train", image_size=16, channels=3, lazy=True, workers=workers)
+    # with the size and a mode to convert to given, no header is read: the file is met while streaming
+    options = {"image_size": 16, "convert_mode": "RGB", "lazy": True, "workers": workers}
+    data = load_dataset(f"folder:{root}", "train", **options)
+    data = load_dataset(f"folder:{root}", "test", **options) if not any("broken" in f for f in data.files) else data
     with pytest.raises(AdvlabError) as caught:
         list(data.batches(4))
     assert "zz-broken.png" in str(caught.value) and len(str(caught.value).splitlines()) == 1
