@@ -75,16 +75,20 @@ def destruction_table(model, x, y, attacks: list[str], eps_values: list[float], 
 
 
 def patch_sweep(model, train_x, train_y, test_x, test_y, target: int, sizes: list[float], steps: int, draws: int,
-                seed: int, progress: bool = True, lr: float = 0.05) -> tuple[list[dict], dict]:
-    """Train a patch per size; success on held-out images, digital and through the photo simulation."""
+                seed: int, progress: bool = True, lr: float = 0.05, batch_size: int | BatchSize = 500
+                ) -> tuple[list[dict], dict]:
+    """Train a patch per size; success on held-out images, digital and through the photo simulation
+    (those passes in batches that halve on out-of-memory; the patch's training batch is its recipe's)."""
+    batch = as_batch_size(batch_size)
     simulation = PrintPhotoSimulation()
     rows, patches = [], {}
     for size in sizes:
         trainer = UniversalPatch(target, size=size, steps=steps, lr=lr, seed=seed)
         patch = trainer.fit(model, train_x, train_y, progress=progress)
-        digital = patch_success_rate(model, patch, test_x, test_y, target, draws=draws, seed=seed + 1)
+        digital = patch_success_rate(model, patch, test_x, test_y, target, draws=draws, seed=seed + 1,
+                                     batch_size=batch)
         photo = patch_success_rate(model, patch, test_x, test_y, target, draws=draws, photo=simulation,
-                                   seed=seed + 1)
+                                   seed=seed + 1, batch_size=batch)
         rows.append({"size": size, "side": patch.shape[-1], **digital, "photo_success_rate": photo["success_rate"],
                      "photo_random_patch_rate": photo["random_patch_rate"], "final_loss": trainer.history[-1],
                      "cost": trainer.cost.to_dict()})
