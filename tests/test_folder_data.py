@@ -87,8 +87,31 @@ def test_shape_comes_from_the_images_when_not_given(tmp_path):
     mixed_modes = make_folder(tmp_path / "modes", sizes=((16, 16),), mode="RGB")
     Image.fromarray(np.zeros((16, 16), np.uint8), "L").save(mixed_modes / "ant" / "gray.png")
     Image.fromarray(np.zeros((16, 16, 4), np.uint8), "RGBA").save(mixed_modes / "ant" / "alpha.png")
-    data = load_dataset(f"folder:{mixed_modes}", "train", lazy=True, workers=0)
-    assert data.shape == (3, 16, 16) and torch.cat([x for x, _ in data.batches(4)]).shape[1] == 3
+    for mode, channels in (("RGB", 3), ("L", 1)):  # converted only when asked (--convert-mode)
+        data = load_dataset(f"folder:{mixed_modes}", "train", lazy=True, workers=0, convert_mode=mode)
+        assert data.shape == (channels, 16, 16) and torch.cat([x for x, _ in data.batches(4)]).shape[1] == channels
+    for mode, channels in (("P", 3), ("RGBA", 3), ("LA", 1)):  # one mode throughout: read as before
+        folder = make_folder(tmp_path / mode, sizes=((12, 12),), mode=mode)
+        assert load_dataset(f"folder:{folder}", "test").shape == (channels, 12, 12)
+
+
+@pytest.mark.parametrize("lazy", ["--lazy", "--no-lazy"])
+def test_images_of_mixed_modes_are_refused_in_one_line_unless_converted(tmp_path, capsys, lazy):
+    root = make_folder(tmp_path / "f", sizes=((16, 16),), mode="RGB")
+    Image.fromarray(np.zeros((16, 16), np.uint8), "L").save(root / "ant" / "gray.png")
+    Image.fromarray(np.zeros((16, 16), np.uint8), "L").convert("P").save(root / "bee" / "palette.png")
+    out = tmp_path / "run"
+    code = main(["accuracy", "linear", "--dataset", f"folder:{root}", lazy, "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err and not out.exists()
+    assert "differ in mode" in err and "--convert-mode RGB" in err
+    assert "ant/gray.png is L" in err and "bee/palette.png is P" in err and " is RGB" in err
+    code = main(["accuracy", "linear", "--dataset", f"folder:{root}", "--channels", "3", "--convert-mode", "L", lazy,
+                 "--out", str(out), "--no-progress"])
+    assert code == 2 and "contradicts --convert-mode L" in capsys.readouterr().err and not out.exists()
+    code = main(["train", "--dataset", f"folder:{root}", "--model", "mlp", "--epochs", "1", "--convert-mode", "L",
+                 lazy, "--out", str(out), "--no-progress"])
+    assert code == 0 and "1x16x16" in capsys.readouterr().out  # read as grayscale
 
 
 @pytest.mark.parametrize("case", ["mixed sizes", "not square", "16-bit"])
@@ -195,9 +218,12 @@ def test_training_on_a_lazy_folder_streams_and_matches_the_in_memory_run(tmp_pat
 def test_a_corrupt_file_met_while_streaming_is_one_line(tmp_path, workers):
     root = make_folder(tmp_path / "pics", sizes=((16, 16),))
     (root / "bee" / "zz-broken.png").write_bytes(b"\x89PNG not really")
-    data = load_dataset(f"folder:{root}", "train", image_size=16, channels=3, lazy=True, workers=workers)
-    data = load_dataset(f"folder:{root}", "test", image_size=16, channels=3, lazy=True, workers=workers) \
-        if not any("broken" in f for f in data.files) else data
+    with pytest.raises(AdvlabError, match="zz-broken.png"):  # the headers are read before any work
+        load_dataset(f"folder:{root}", "train", image_size=16, channels=3, lazy=True, workers=workers)
+    # with the size and a mode to convert to given, no header is read: the file is met while streaming
+    options = {"image_size": 16, "convert_mode": "RGB", "lazy": True, "workers": workers}
+    data = load_dataset(f"folder:{root}", "train", **options)
+    data = load_dataset(f"folder:{root}", "test", **options) if not any("broken" in f for f in data.files) else data
     with pytest.raises(AdvlabError) as caught:
         list(data.batches(4))
     assert "zz-broken.png" in str(caught.value) and len(str(caught.value).splitlines()) == 1

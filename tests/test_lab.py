@@ -289,3 +289,46 @@ def test_cli_serves_the_page_on_loopback(lenet_mnist):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+LAB_FACTORY = '''
+import torch
+from torch import nn
+
+
+def digits(num_classes=10):
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, num_classes))
+'''
+
+
+def test_the_lab_takes_a_foreign_model_spec_with_its_test_set(tmp_path, lenet_mnist):
+    factory = tmp_path / "nets.py"
+    factory.write_text(LAB_FACTORY)
+    spec = f"{factory}:digits"
+    _, _, checkpoint = lenet_mnist
+    registry = ModelRegistry([spec, checkpoint], scan_cache=False, dataset="mnist")
+    app = create_lab_app(registry, max_upload_bytes=2**20)
+    client = TestClient(app)
+    try:
+        info = client.get("/api/info").json()
+        assert info["models"][0]["architecture"] == spec and info["models"][0]["input_shape"] == [1, 28, 28]
+        assert info["models"][1]["path"] == str(checkpoint)  # checkpoints are listed as before
+        image = pick(client, 3)["image"]
+        state = finish(client, client.post("/api/jobs/whitebox", json={"image": image, "attack": "fgsm", "eps": 0.1,
+                                                                       "seed": 0}).json())
+        assert state["status"] == "done", state["error"]
+        model = registry.model(registry.get(None))
+        assert isinstance(model, torch.nn.Sequential) and registry.get(None).meta["spec"] == spec
+    finally:
+        app.state.runner.shutdown()
+
+
+def test_cli_refuses_spec_options_without_a_spec_and_a_spec_that_does_not_fit(tmp_path, capsys):
+    assert main(["lab", "--weights", "w.safetensors", "--no-cache-models"]) == 2
+    assert "apply to a --model spec" in capsys.readouterr().err
+    factory = tmp_path / "nets.py"
+    factory.write_text(LAB_FACTORY)
+    assert main(["lab", "--model", f"{factory}:digits", "--dataset", "cifar10", "--no-cache-models"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err

@@ -187,3 +187,56 @@ def test_backdoor_cli_user_errors(tmp_path, capsys):
                  "--train-subset", "200", "--n-poison", "5", "--out", str(tmp_path / "r2")])
     assert code == 2 and "unknown class" in capsys.readouterr().err
     assert not np.any([p.name.startswith("r2") for p in tmp_path.iterdir()])
+
+
+BACKDOOR_FACTORY = '''
+import torch
+from torch import nn
+
+
+def small(num_classes=10):
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, num_classes))
+
+
+def frozen(num_classes=10):
+    model = small(num_classes)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+'''
+
+
+def test_backdoor_fine_tunes_a_foreign_model_spec_and_reads_its_named_layer(tmp_path, capsys):
+    factory = tmp_path / "nets.py"
+    factory.write_text(BACKDOOR_FACTORY)
+    out = tmp_path / "run"
+    code = main(["backdoor", "--dataset", "mnist", "--model", f"{factory}:small", "--epochs", "2", "--lr", "0.01",
+                 "--train-subset", "600", "--n-test", "300", "--target", "0", "--n-poison", "30", "--patch-size", "4",
+                 "--layer", "2", "--retrain", "none", "--out", str(out), "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train_config"]["model"] == f"{factory}:small"
+    assert "output of 2 (ReLU)" in metrics["layer_description"]
+    assert metrics["features_shape"][1] == 32  # the hidden layer named by --layer, not the flattened image
+    for key in ("poisoned", "unpoisoned"):
+        assert metrics[key]["fine_tuned_from"] == f"{factory}:small" and metrics[key]["clean_accuracy"] > 0.5
+    assert metrics["batch_size"]["batch_size"] == 500 and "fine-tuned" in captured.out
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--model", "{factory}:frozen"], "has no trainable parameters"),
+    (["--model", "{factory}:small", "--layer", "nope"], "unknown layer 'nope'"),
+    (["--model", "{factory}:small", "--width", "8"], "--width sets cifar_cnn's width"),
+    (["--model", "linear", "--weights", "w.safetensors"], "--weights applies to a model spec"),
+])
+def test_backdoor_refuses_a_spec_it_cannot_train_in_one_line(tmp_path, capsys, extra, message):
+    factory = tmp_path / "nets.py"
+    factory.write_text(BACKDOOR_FACTORY)
+    out = tmp_path / "run"
+    code = main(["backdoor", "--dataset", "mnist", *[a.replace("{factory}", str(factory)) for a in extra],
+                 "--epochs", "1", "--train-subset", "200", "--n-poison", "5", "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and message in err and "Traceback" not in err
+    assert not out.exists()

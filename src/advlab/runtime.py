@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from advlab.errors import AdvlabError
 
@@ -291,6 +293,60 @@ def run_in_batches(work: Callable[[slice], object], n: int, batch_size: int,
             continue
         start += size
     return results, size
+
+
+class BatchSize:
+    """The batch size of one run's model passes, shared by every batched loop of the run: it starts at
+    `start` (the user's --batch-size, or a default that fits the device), halves when a batch runs out
+    of memory (only that batch is retried, advlab.runtime.run_in_batches) and stays halved for the rest
+    of the run. `size` is the size in use; `summary()` is what the run records. given: whether the user
+    chose `start` (halving still happens, and the message says the given size did not fit)."""
+
+    def __init__(self, start: int, given: bool = False, origin: str | None = None) -> None:
+        if int(start) < 1:
+            raise AdvlabError(f"batch size must be positive, got {start}")
+        self.start = self.size = int(start)
+        self.given = bool(given)
+        self.origin = origin  # where start came from, for line() (default: the flag or the device's memory)
+        self.halvings = 0
+
+    def __int__(self) -> int:
+        return self.size
+
+    def __repr__(self) -> str:
+        return f"BatchSize({self.size}, start={self.start}, given={self.given})"
+
+    def _shrink(self, old: int, new: int) -> None:
+        self.halvings += 1
+        what = "the given --batch-size" if self.given and old == self.start else "batch size"
+        tqdm.write(f"advlab: out of memory at {what} {old}; retrying that batch and continuing at {new}",
+                   file=sys.stderr)
+
+    def map(self, work: Callable[[slice], object], n: int) -> list:
+        """work(rows) for consecutive slices covering 0..n, in order, halving on out-of-memory. work must
+        leave no trace before its out-of-memory-prone part (it may be called again on fewer rows)."""
+        results, self.size = run_in_batches(work, n, self.size, self._shrink)
+        return results
+
+    def cat(self, work: Callable[[slice], torch.Tensor], n: int) -> torch.Tensor:
+        """torch.cat of map(work, n) (an empty n gives work on no rows)."""
+        return torch.cat(self.map(work, n)) if n else work(slice(0, 0))
+
+    def summary(self) -> dict:
+        return {"batch_size": self.size, "batch_size_start": self.start, "batch_size_given": self.given,
+                "out_of_memory_halvings": self.halvings}
+
+    def line(self) -> str:
+        """The run's closing line on stderr."""
+        how = self.origin or ("given by --batch-size" if self.given
+                              else "chosen to fit the device's memory; --batch-size sets it")
+        shrunk = f", halved {self.halvings}x from {self.start} on out-of-memory" if self.halvings else ""
+        return f"batch size used: {self.size} ({how}{shrunk})"
+
+
+def as_batch_size(batch_size: int | BatchSize) -> BatchSize:
+    """A library call's batch size: a BatchSize shared with the caller, or a fresh one from an int."""
+    return batch_size if isinstance(batch_size, BatchSize) else BatchSize(int(batch_size))
 
 
 def available_memory(device: torch.device) -> int:

@@ -35,7 +35,9 @@ from advlab.cli.common import (
     nonnegative_float,
     positive_float,
     positive_int,
+    record_batch_size,
     resolve_model,
+    run_batch_size,
     run_oracle_attack,
     seed_int,
     speed_up,
@@ -76,7 +78,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=positive_int, default=None,
                    help="attack the first N test images (default: 1000; black-box: 100)")
     p.add_argument("--batch-size", type=positive_int, default=None,
-                   help="images per batch (default: 250 on a CPU, on a GPU the largest that fits; black-box: 100)")
+                   help="images per batch (default: 250 on a CPU, on a GPU the largest that fits; black-box: 100). "
+                   "A batch that runs out of memory is retried at half the size, also when given; the size used "
+                   "is reported")
     p.add_argument("--seed", type=seed_int, default=0, help="seed for random starts and targets (default: 0)")
     p.add_argument("--json", default=None, help="also write the metrics as JSON to this file (must not exist yet "
                    "unless --overwrite)")
@@ -115,9 +119,7 @@ def run(args: argparse.Namespace) -> int:
     model, meta = resolve_model(args.model, args, device)
     check_model_fits(meta, data, args.model)
     model = speed_up(model.eval(), args)
-    batch_size = args.batch_size or gradient_batch_size(model, data.shape, device, cpu_default=250)
-    if args.batch_size is None:
-        print(f"batch size {batch_size} (chosen to fit {device.type} memory; --batch-size sets it)")
+    batch = run_batch_size(args, lambda: gradient_batch_size(model, data.shape, device, cpu_default=250), device)
     x, y = data.tensors(len(data))
     target = None
     if args.targeted:
@@ -129,11 +131,12 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     with RunDir(args.out, "attack", config, overwrite=args.overwrite) as run_dir:
         with autocast(device, args.precision):
-            result = attack_dataset(attack, model, x, y, target, batch_size, device, args.progress)
+            result = attack_dataset(attack, model, x, y, target, batch, device, args.progress)
         summary = {**result.summary(), "norm": norm}
         add_attack_section(run_dir, model, data.classes, x, result, summary, args.attack, getattr(attack, "eps", None),
                            norm, device)
         run_dir.metrics["attack"] = summary
+        record_batch_size(run_dir, batch)
         out = run_dir.commit()
     if args.json:
         atomic_write(args.json, lambda p: p.write_text(json.dumps({"config": config, **summary}, indent=2) + "\n"))

@@ -6,7 +6,9 @@ import argparse
 from pathlib import Path
 
 from advlab.cli.common import (
+    BATCH_SIZE_HELP,
     MODEL_SPEC_HELP,
+    add_convert_mode_arg,
     add_device_arg,
     add_model_spec_args,
     add_out_arg,
@@ -17,6 +19,8 @@ from advlab.cli.common import (
     nonnegative_int,
     open_fraction,
     positive_int,
+    record_batch_size,
+    run_batch_size,
     seed_int,
     spec_options,
 )
@@ -24,8 +28,10 @@ from advlab.data import load_class_map
 from advlab.detection import DETECTORS
 from advlab.detection.audit import audit_folder, audit_model, load_audit_folders
 from advlab.detection.representations import PENULTIMATE
+from advlab.models import create_model
 from advlab.report.audit import add_audit_sections
 from advlab.report.run import RunDir
+from advlab.runtime import gradient_batch_size
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -58,6 +64,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-size", type=image_size, default=None, help="side images are resized and centre-cropped "
                    "to (default: the images' own)")
     p.add_argument("--channels", type=int, choices=(1, 3), default=None)
+    add_convert_mode_arg(p)
     p.add_argument("--class-map", default=None, help="folder name -> the model's output index (JSON or lines)")
     p.add_argument("--lazy", action=argparse.BooleanOptionalAction, default=None,
                    help="read the folder batch by batch from disk (default: when it would take over 256 MiB)")
@@ -65,6 +72,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=positive_int, default=None,
                    help="epochs when advlab trains (default: the recipe's)")
     p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--batch-size", type=positive_int, default=None, help=BATCH_SIZE_HELP + " (training keeps its "
+                   "recipe's batch)")
     add_device_arg(p)
     add_out_arg(p)
     add_progress_arg(p)
@@ -75,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     class_map = load_class_map(args.class_map) if args.class_map else None
     data, test, triggered, train_root = load_audit_folders(
         args.folder, args.test, args.triggered_test, class_map, image_size=args.image_size, channels=args.channels,
+        convert_mode=args.convert_mode,
         lazy=args.lazy, workers=args.workers)
     root = Path(args.folder).expanduser()
     if args.target is not None:
@@ -85,14 +95,22 @@ def run(args: argparse.Namespace) -> int:
     if model is None:
         print(f"recipe: {config.data_recipe} for {config.model}, {config.epochs} epochs")
     print(data_line(*(d for d in (data, test, triggered) if d is not None)))
+
+    def fitting() -> int:
+        probe = model[0] if model is not None else create_model(
+            config.model, config.dataset, data.shape[0], data.shape[-1], data.num_classes, **config.model_extra)
+        return gradient_batch_size(probe, data.shape, device, cpu_default=256)
+
+    batch = run_batch_size(args, fitting, device)
     run_config = {"folder": str(root), "model": args.model, "method": args.method, "layer": args.layer,
                   "poison_fraction": args.poison_fraction, "retrain": args.retrain, "test": str(args.test or ""),
                   "triggered_test": args.triggered_test, "target": args.target, "seed": args.seed,
                   "data": data.describe()}
     with RunDir(args.out, "audit", run_config, overwrite=args.overwrite) as run_dir:
         found = audit_folder(data, test, model, config, args.method, args.layer, args.poison_fraction, args.retrain,
-                             triggered, args.target, device, args.progress)
+                             triggered, args.target, device, args.progress, batch_size=batch)
         suspicious = add_audit_sections(run_dir, found, args.method)
+        record_batch_size(run_dir, batch)
         out = run_dir.commit()
     for s in suspicious[:20]:
         print(f"  {s['score']:12.4g}  {s['class']:<12} {s['file']}")

@@ -12,6 +12,7 @@ import torch
 
 from advlab.cli.common import (
     add_data_args,
+    add_model_spec_args,
     add_run_args,
     dataset_split,
     declare_output_folder,
@@ -19,12 +20,15 @@ from advlab.cli.common import (
     positive_float,
     positive_int,
     probability,
+    record_batch_size,
     seed_int,
+    spec_options,
 )
 from advlab.detection.representations import PENULTIMATE
 from advlab.detection.spectre import MAX_K
 from advlab.errors import AdvlabError
 from advlab.evaluation.backdoor import DEFENSES, BackdoorSettings, run_backdoor, summary_lines
+from advlab.models.spec import spec_kind
 from advlab.poisoning import save_poisoned_folder
 from advlab.poisoning.triggers import LOCATIONS, PATTERNS, TRIGGERS
 from advlab.report.backdoor import add_backdoor_sections
@@ -56,17 +60,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--retrain", default=None, help="comma-separated defenses to retrain after, 'none', or (default) "
                    "all requested ones")
     p.add_argument("--layer", default=PENULTIMATE, help="representation layer: 'penultimate' (the input of the last "
-                   "linear layer) or a module name (default: %(default)s)")
+                   "linear layer) or a module name as `advlab inspect MODEL` lists them (default: %(default)s)")
     p.add_argument("--scan", choices=("target", "all"), default="target", help="classes the defenses examine "
                    "(default: the target class, SPECTRE's setting)")
     p.add_argument("--k", type=positive_int, default=None, help="SPECTRE's PCA dimension (default: chosen by op_k)")
     p.add_argument("--max-k", type=positive_int, default=MAX_K, help="cap on SPECTRE's k sweep (default: %(default)s)")
-    p.add_argument("--model", default=None, help="architecture (default: the data set's default)")
+    p.add_argument("--model", default=None, help="architecture trained from scratch (default: the data set's "
+                   "default), or a model spec fine-tuned on the poisoned data with the recipe's optimizer and "
+                   "epochs: an advlab checkpoint, timm:NAME, PATH.py:FUNCTION or package.module:FUNCTION (runs "
+                   "your code), TorchScript or .onnx with trainable parameters; fine-tuned models are not cached")
+    add_model_spec_args(p)
     p.add_argument("--width", type=positive_int, default=None, help="cifar_cnn base width (default: 32; smaller "
                    "trains faster)")
     p.add_argument("--epochs", type=positive_int, default=None, help="training epochs (default: the recipe's)")
     p.add_argument("--lr", type=positive_float(), default=None)
-    p.add_argument("--batch-size", type=positive_int, default=None)
+    p.add_argument("--batch-size", type=positive_int, default=None, help="training batch (default: the recipe's); "
+                   "the passes that read representations and accuracy start at 500 and halve on out-of-memory")
     p.add_argument("--train-subset", type=positive_int, default=None, help="train on this many random images")
     p.add_argument("--n-test", type=positive_int, default=None, help="evaluate on a fixed random subset of N "
                    "test images (default: all)")
@@ -108,16 +117,24 @@ def trigger_options(args: argparse.Namespace) -> dict:
 def run(args: argparse.Namespace) -> int:
     device = device_from(args)
     defenses = _names(args.defense, DEFENSES, "defense") or ()
-    overrides = {k: v for k, v in {"model": args.model, "epochs": args.epochs, "lr": args.lr,
+    foreign = args.model is not None and spec_kind(args.model) is not None
+    overrides = {k: v for k, v in {"model": None if foreign else args.model, "epochs": args.epochs, "lr": args.lr,
                                    "batch_size": args.batch_size}.items() if v is not None}
     if args.width is not None:
+        if foreign:
+            raise AdvlabError("--width sets cifar_cnn's width; it does not apply to --model " + args.model)
         overrides["model_extra"] = {"width": args.width}
+    options = spec_options(args).given()
+    if options and not foreign:
+        raise AdvlabError(f"--{next(iter(options)).replace('_', '-')} applies to a model spec (timm:NAME, "
+                          "PATH.py:FUNCTION, ...) given as --model, not to an architecture name")
     settings = BackdoorSettings(dataset=args.dataset, trigger=args.trigger, trigger_options=trigger_options(args),
                                 target=args.target, source=args.source, n_poison=args.n_poison, defenses=defenses,
                                 retrain=_names(args.retrain, defenses, "defense to retrain"),
                                 train_overrides=overrides, train_subset=args.train_subset, layer=args.layer,
                                 scan=args.scan, k=args.k, max_k=args.max_k, seed=args.seed, use_cache=not args.force,
-                                data_dir=args.data_dir)
+                                data_dir=args.data_dir, model_spec=args.model if foreign else None,
+                                spec_options={k: list(v) if isinstance(v, tuple) else v for k, v in options.items()})
     train, test = dataset_split(args, "train"), dataset_split(args, "test")
     if args.n_test and args.n_test < len(test):  # a fixed random subset: folder copies are sorted by class
         order = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[: args.n_test]
@@ -127,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
         result = run_backdoor(settings, train, test, device, args.progress)
         add_backdoor_sections(run_dir, result, test)
         run_dir.metrics = result.metrics
+        record_batch_size(None, result.batch)
         if args.save_poisoned:
             run_dir.metrics["poisoned_folder"] = str(save_poisoned_folder(result.poisoned, args.save_poisoned))
         out = run_dir.commit()

@@ -25,7 +25,9 @@ from advlab.cli.common import (
     open_fraction,
     positive_float,
     positive_int,
+    record_batch_size,
     resolve_model,
+    run_batch_size,
     seed_int,
     speed_up,
 )
@@ -59,7 +61,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--skip", type=positive_int, default=1,
                    help="certify every SKIP-th test image (Cohen et al.: 20, i.e. 500 of CIFAR-10's 10,000)")
     p.add_argument("--batch-size", type=positive_int, default=None,
-                   help="noisy copies per forward pass (default: 1000 on a CPU; on a GPU the largest that fits)")
+                   help="noisy copies per forward pass (default: 1000 on a CPU; on a GPU the largest that fits). A "
+                   "batch that runs out of memory is drawn again at half the size, also when given; the size used "
+                   "is reported")
     p.add_argument("--seed", type=seed_int, default=0, help="noise seed (each image's noise derives from it)")
     add_data_args(p, dataset=None)
     add_device_arg(p)
@@ -93,7 +97,9 @@ def _run(args: argparse.Namespace, rank: int, world: int, local_rank: int) -> in
     full = load_dataset(dataset, "test", args.data_dir, **data_options(args))
     check_model_fits(meta, full, args.checkpoint)
     data, ids = plan.images(full)
-    batch_size = args.batch_size or noise_batch_size(model, full.shape, device, ceiling=max(args.n, args.n0))
+    batch = run_batch_size(args, lambda: noise_batch_size(model, full.shape, device, ceiling=max(args.n, args.n0)),
+                           device)
+    batch_size = batch.start  # the records' key: the size asked for
     config = {"checkpoint": str(args.checkpoint), "architecture": meta["architecture"], "dataset": dataset,
               "recipe": meta.get("recipe"), "sigma": plan.sigma, "trained_sigma": plan.trained_sigma, "n0": args.n0,
               "n": args.n, "alpha": plan.alpha, "images": len(ids), "skip": args.skip, "seed": args.seed,
@@ -101,7 +107,7 @@ def _run(args: argparse.Namespace, rank: int, world: int, local_rank: int) -> in
               "torch_threads": torch.get_num_threads(), "data": data.describe(), "precision": args.precision}
     if rank != 0:  # workers certify their shard; rank 0 writes the run folder
         with autocast(device, args.precision):
-            certify_images(model, plan, data, ids, batch_size, device, progress=False)
+            certify_images(model, plan, data, ids, batch, device, progress=False)
         return 0
     if plan.trained_sigma is not None and abs(plan.trained_sigma - plan.sigma) > 1e-12:
         print(f"note: {args.checkpoint} was noise-trained at sigma {plan.trained_sigma:g}, certifying at "
@@ -109,9 +115,10 @@ def _run(args: argparse.Namespace, rank: int, world: int, local_rank: int) -> in
     print(data_line(data))
     with RunDir(args.out, "certify", config, overwrite=args.overwrite) as run_dir:
         with autocast(device, args.precision):
-            result = certify_images(model, plan, data, ids, batch_size, device, progress=args.progress)
+            result = certify_images(model, plan, data, ids, batch, device, progress=args.progress)
         add_certify_section(run_dir, [(f"{meta['architecture']} sigma={plan.sigma:g}", result)], dataset, meta)
         run_dir.metrics = result.to_dict()
+        record_batch_size(run_dir, batch)
         write_records(run_dir.tmp / "certification.tsv", result)
         out = run_dir.commit()
     record_certification(args.checkpoint, meta, data, result, plan, batch_size, model)

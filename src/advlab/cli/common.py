@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import math
 import shutil
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -13,7 +15,7 @@ from torch import nn
 
 from advlab.attacks.blackbox import HttpOracle, LocalOracle, Oracle
 from advlab.data import ImageDataset, dataset_info, load_dataset
-from advlab.data.folder import MAX_IMAGE_SIZE
+from advlab.data.folder import CONVERT_MODES, MAX_IMAGE_SIZE
 from advlab.errors import AdvlabError
 from advlab.evaluation.blackbox import BlackboxSettings, check_oracle_fits, run_blackbox
 from advlab.models import SpecOptions, architecture, model_metadata
@@ -22,6 +24,7 @@ from advlab.report.run import RunDir, check_run_destination
 from advlab.report.sections import add_blackbox_section, add_training_section
 from advlab.runtime import (
     PRECISIONS,
+    BatchSize,
     atomic_write,
     check_writable_file,
     check_writable_folder,
@@ -44,6 +47,7 @@ def add_data_args(parser: argparse.ArgumentParser, dataset: str | None = "mnist"
                         "all share one)")
     parser.add_argument("--channels", type=int, choices=(1, 3), default=None,
                         help="colour channels of a folder data set (default: 1 when every image is grayscale, else 3)")
+    add_convert_mode_arg(parser)
     parser.add_argument("--class-map", default=None, help="folder data sets: a file mapping each class folder to the "
                         "model's output index (JSON {\"folder\": index}, a JSON list of names, or lines "
                         "'folder index'); default: folders in alphabetical order are classes 0..K-1")
@@ -52,6 +56,12 @@ def add_data_args(parser: argparse.ArgumentParser, dataset: str | None = "mnist"
                         "folder would take over 256 MiB)")
     parser.add_argument("--workers", type=nonnegative_int, default=None,
                         help="processes decoding a lazily read folder (default: the CPUs, at most 8; 0: none)")
+
+
+def add_convert_mode_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--convert-mode", choices=CONVERT_MODES, default=None,
+                        help="folder data sets whose images differ in mode (grayscale, RGB, palette, RGBA, ...): "
+                        "convert them all to RGB or to L (grayscale); without it such a folder is refused")
 
 
 def add_device_arg(parser: argparse.ArgumentParser) -> None:
@@ -286,7 +296,7 @@ def data_options(args: argparse.Namespace) -> dict:
     """The folder options of add_data_args as load_dataset's keyword arguments."""
     return {"image_size": getattr(args, "image_size", None), "channels": getattr(args, "channels", None),
             "class_map": getattr(args, "class_map", None), "lazy": getattr(args, "lazy", None),
-            "workers": getattr(args, "workers", None)}
+            "workers": getattr(args, "workers", None), "convert_mode": getattr(args, "convert_mode", None)}
 
 
 def dataset_split(args: argparse.Namespace, split: str, n: int | None = None) -> ImageDataset:
@@ -368,7 +378,8 @@ def data_shape(args: argparse.Namespace) -> tuple[int, int, int] | None:
         return None
     if dataset.startswith("folder:"):
         size = getattr(args, "image_size", None)  # None: the folder's own size, unknown until it is read
-        return None if size is None else (getattr(args, "channels", None) or 3, size, size)
+        implied = 1 if getattr(args, "convert_mode", None) == "L" else 3
+        return None if size is None else (getattr(args, "channels", None) or implied, size, size)
     try:
         channels, height, width, _ = dataset_info(dataset)
     except AdvlabError:
@@ -389,6 +400,29 @@ def resolve_model(spec: str, args: argparse.Namespace, device: torch.device) -> 
 def check_model_fits(meta: dict, data: ImageDataset, source: str) -> None:
     """Refuse a model trained on another image shape or number of classes than the data."""
     models_check_fits(meta, data, source)
+
+
+BATCH_SIZE_HELP = ("images per batch of the model's passes (default: chosen to fit the device's memory). A batch "
+                   "that runs out of memory is retried at half the size, also when given; the size used is "
+                   "reported")
+
+
+def run_batch_size(args: argparse.Namespace, choose: Callable[[], int], device: torch.device) -> BatchSize:
+    """The run's batch size (advlab.runtime.BatchSize, shared by all its loops): --batch-size when given,
+    else choose() (a default that fits the device), said on stdout. Either way a batch that runs out of
+    memory is retried at half the size, and record_batch_size reports the size the run ended with."""
+    if getattr(args, "batch_size", None) is not None:
+        return BatchSize(args.batch_size, given=True)
+    size = int(choose())
+    print(f"batch size {size} (chosen to fit {device.type} memory; --batch-size sets it)")
+    return BatchSize(size)
+
+
+def record_batch_size(run_dir: RunDir | None, batch: BatchSize) -> None:
+    """The batch size the run used, in its metrics (metrics.json "batch_size") and as a line on stderr."""
+    if run_dir is not None:
+        run_dir.metrics["batch_size"] = batch.summary()
+    print(batch.line(), file=sys.stderr)
 
 
 def device_from(args: argparse.Namespace) -> torch.device:
@@ -496,9 +530,13 @@ def run_oracle_attack(args: argparse.Namespace) -> int:
         config = {"oracle": described, "attacks": list(settings.attacks), "norm": settings.norm, "eps": settings.bound,
                   "n": len(x), "queries_per_image": settings.queries, "budget": args.budget, "seed": settings.seed,
                   "dataset": args.dataset, "labels_only": oracle.labels_only}
+        # the default batch is BlackboxSettings' (a remote oracle's memory is not ours to measure)
+        batch = BatchSize(settings.batch_size, given=args.batch_size is not None,
+                          origin=None if args.batch_size is not None else "the black-box runs' default")
         with RunDir(args.out, "blackbox", config, overwrite=args.overwrite) as run_dir:
-            run = run_blackbox(oracle, x, y, settings, model, device, args.progress)
+            run = run_blackbox(oracle, x, y, settings, model, device, args.progress, batch)
             add_blackbox_section(run_dir, run, x, y, data.name, args.dataset, described)
+            record_batch_size(run_dir, batch)
             out = run_dir.commit()
     finally:
         if isinstance(oracle, HttpOracle):

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 from advlab.cli.common import (
+    BATCH_SIZE_HELP,
     MODEL_SPEC_HELP,
     add_data_args,
     add_device_arg,
@@ -19,14 +20,16 @@ from advlab.cli.common import (
     device_from,
     open_fraction,
     positive_int,
+    record_batch_size,
     resolve_model,
+    run_batch_size,
 )
 from advlab.detection import DETECTORS
 from advlab.detection.files import check_budget, detect_arrays, detect_files
 from advlab.detection.representations import PENULTIMATE, describe_layer, extract_features
 from advlab.detection.spectre import MAX_K
 from advlab.errors import AdvlabError
-from advlab.runtime import atomic_write
+from advlab.runtime import atomic_write, gradient_batch_size
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -45,6 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=positive_int, default=None, help="with --model: the first N images (default: all)")
     p.add_argument("--layer", default=PENULTIMATE, help="with --model: 'penultimate' (the input of the last linear "
                    "layer) or a layer name listed by advlab inspect (default: %(default)s)")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="with --model: " + BATCH_SIZE_HELP)
     add_device_arg(p)
     p.add_argument("--method", choices=sorted(DETECTORS), default="spectre", help="detector (default: %(default)s)")
     budget = p.add_mutually_exclusive_group()
@@ -86,10 +90,12 @@ def model_representations(args: argparse.Namespace):
     check_model_fits(meta, data, args.model)
     layer = describe_layer(model, args.layer)
     print(f"representations: {len(data)} {args.split} images of {data.name}, {layer} of {args.model}")
-    features = extract_features(model, data, args.layer, device=device, progress=True)
+    batch = run_batch_size(args, lambda: gradient_batch_size(model, data.shape, device, cpu_default=500), device)
+    features = extract_features(model, data, args.layer, batch, device=device, progress=True)
+    record_batch_size(None, batch)
     return features, data.labels.numpy(), {"model": args.model, "dataset": args.dataset, "split": args.split,
                                            "layer": args.layer, "layer_description": layer,
-                                           "fingerprint": data.fingerprint}
+                                           "fingerprint": data.fingerprint, **batch.summary()}
 
 
 def run(args: argparse.Namespace) -> int:

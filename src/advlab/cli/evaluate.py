@@ -35,7 +35,9 @@ from advlab.cli.common import (
     nonnegative_int,
     positive_float,
     positive_int,
+    record_batch_size,
     resolve_model,
+    run_batch_size,
     seed_int,
     speed_up,
 )
@@ -95,7 +97,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="images for the unbounded-attack check (0: skip; default 200)")
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--batch-size", type=positive_int, default=None,
-                   help="images per batch (default: 500 on a CPU; on a GPU the largest that fits)")
+                   help="images per batch (default: 500 on a CPU; on a GPU the largest that fits). A batch that runs "
+                   "out of memory is retried at half the size, also when given; the size used is reported")
     p.add_argument("--effort-n", type=nonnegative_int, default=200,
                    help="images for the more-restarts-and-steps check (0: skip; default 200)")
     p.add_argument("--json", default=None, help="also write the metrics as JSON to this file (must not exist yet "
@@ -137,11 +140,9 @@ def run(args: argparse.Namespace) -> int:
         check_model_fits(meta, data, spec)
         check_classifier(model, x, data.num_classes, device)
         loaded.append((spec, speed_up(model, args), meta))
-    batch_size = args.batch_size or min(gradient_batch_size(m, data.shape, device, cpu_default=500)
-                                        for _, m, _ in loaded)
-    if args.batch_size is None:
-        print(f"batch size {batch_size} (chosen to fit {device.type} memory; --batch-size sets it)")
-    settings = EvaluationSettings(eps=tuple(settings.radii), batch_size=batch_size,
+    batch = run_batch_size(args, lambda: min(gradient_batch_size(m, data.shape, device, cpu_default=500)
+                                             for _, m, _ in loaded), device)
+    settings = EvaluationSettings(eps=tuple(settings.radii), batch_size=batch.start,
                                   **{k: getattr(args, k) for k in SETTINGS})
     config = {"models": args.models, "dataset": args.dataset, "n": len(data), **settings.config()}
     store, data_hash = RecordStore(), data_sha256(data.images, data.labels)
@@ -150,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
         for i, (spec, model, meta) in enumerate(loaded):
             with autocast(device, args.precision):
                 outcome = evaluate_robustness(model, meta, spec, x, y, settings, device, args.progress, store,
-                                              args.force, data_hash)
+                                              args.force, data_hash, batch)
             if outcome.reused:
                 print(f"{spec}: this evaluation is in the records ({store.path}, key {outcome.record.key[:12]}, "
                       f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(outcome.record.created))}); reusing it "
@@ -162,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
         if len(loaded) > 1:
             add_comparison(run_dir, results)
         run_dir.metrics["evaluations"] = results
+        record_batch_size(run_dir, batch)
         if args.json:
             atomic_write(args.json, lambda p: p.write_text(json.dumps({"config": config, "evaluations": results},
                                                                        indent=2) + "\n"))

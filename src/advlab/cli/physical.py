@@ -20,13 +20,16 @@ from advlab.cli.common import (
     number_list,
     positive_float,
     positive_int,
+    record_batch_size,
     resolve_model,
+    run_batch_size,
     seed_int,
 )
 from advlab.errors import AdvlabError
 from advlab.evaluation.physical import PHYSICAL_ATTACKS, destruction_table, patch_sweep, pick
 from advlab.report.physical import destruction_lines, destruction_section, patch_lines, patch_section
 from advlab.report.run import RunDir
+from advlab.runtime import gradient_batch_size
 from advlab.training import default_config
 
 
@@ -47,7 +50,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", type=positive_int, default=8, help="EOT transformations per step (default: "
                    "%(default)s)")
     p.add_argument("--n", type=positive_int, default=200, help="test images (default: %(default)s)")
-    p.add_argument("--batch-size", type=positive_int, default=100, help="images per attack batch")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="images per attack batch (default: 100, "
+                   "or fewer when the device's memory holds fewer). A batch that runs out of memory is retried at "
+                   "half the size, also when given; the size used is reported")
     p.add_argument("--random-subset", action="store_true", help="take the N test images by a fixed random "
                    "permutation (--seed) instead of the first N (a CIFAR-10 image folder is sorted by class)")
     p.add_argument("--seed", type=seed_int, default=0, help="seed of the attacks and the simulation (default: 0)")
@@ -71,6 +76,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--n-train", type=positive_int, default=1000, help="training images (from the train split)")
     q.add_argument("--n-test", type=positive_int, default=500, help="held-out test images (default: %(default)s)")
     q.add_argument("--draws", type=positive_int, default=5, help="random placements per test image")
+    q.add_argument("--batch-size", type=positive_int, default=None, help="images per pass when the patch is "
+                   "evaluated (default: 500, or fewer when the device's memory holds fewer; training keeps the "
+                   "patch's own batch). A batch that runs out of memory is retried at half the size, also when "
+                   "given; the size used is reported")
     q.add_argument("--seed", type=seed_int, default=0, help="seed (default: %(default)s)")
     q.add_argument("--random-subset", action="store_true", help="take the train and test images by a fixed random "
                    "permutation (--seed) instead of the first ones (a CIFAR-10 image folder is sorted by class)")
@@ -96,9 +105,11 @@ def run_physical(args: argparse.Namespace) -> int:
     config = {"model": spec, "dataset": args.dataset, "attacks": attacks, "eps": eps_values, "steps": args.steps,
               "samples": args.samples, "n": len(x), "seed": args.seed, "random_subset": args.random_subset,
               "eot_transforms": PrintPhotoTransforms().to_dict(), "simulation": PrintPhotoSimulation().to_dict()}
+    batch = run_batch_size(args, lambda: gradient_batch_size(model, data.shape, device, cpu_default=100), device)
     with RunDir(args.out, "physical", config, overwrite=args.overwrite) as run_dir:
         rows, _ = destruction_table(model, x, y, attacks, eps_values, args.steps, args.samples, args.seed,
-                                    args.batch_size, args.progress)
+                                    batch, args.progress)
+        record_batch_size(run_dir, batch)
         destruction_section(run_dir, rows, f"{spec} on {args.dataset}", args.steps, args.samples, len(x))
         run_dir.metrics["physical"] = rows
         out = run_dir.commit()
@@ -122,9 +133,11 @@ def run_patch(args: argparse.Namespace) -> int:
     config = {"model": spec, "dataset": args.dataset, "target": target, "sizes": args.sizes, "steps": args.steps,
               "lr": args.lr,
               "n_train": len(train_x), "n_test": len(test_x), "draws": args.draws, "seed": args.seed}
+    batch = run_batch_size(args, lambda: gradient_batch_size(model, test.shape, device, cpu_default=500), device)
     with RunDir(args.out, "patch", config, overwrite=args.overwrite) as run_dir:
         rows, patches = patch_sweep(model, train_x, train_y, test_x, test_y, target, args.sizes, args.steps,
-                                    args.draws, args.seed, args.progress, args.lr)
+                                    args.draws, args.seed, args.progress, args.lr, batch)
+        record_batch_size(run_dir, batch)
         patch_section(run_dir, model, rows, patches, test_x, test_y, target, test.classes[target],
                       f"{spec} on {args.dataset}", args.steps)
         run_dir.metrics["patch"] = rows

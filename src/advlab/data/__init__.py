@@ -35,20 +35,24 @@ IN_MEMORY_BYTES = 256 << 20
 
 def load_image_folder(root: str | Path, image_size: int | None = None, channels: int | None = None,
                       class_map: dict[str, int] | None = None, lazy: bool | None = None, workers: int | None = None,
-                      name: str | None = None, classes: list[str] | None = None) -> ImageDataset | LazyImageFolder:
+                      name: str | None = None, classes: list[str] | None = None,
+                      convert_mode: str | None = None) -> ImageDataset | LazyImageFolder:
     """Every image of root/<class>/ as one data set (no split), in a fixed shuffled order.
 
     image_size and channels default to the images' own (one side shared by all; 1 channel when all
     are grayscale). lazy: True streams from disk (LazyImageFolder), False decodes into memory, None
     chooses by the decoded size (IN_MEMORY_BYTES). classes: the class folders in label order (all
-    must exist), as an alternative to a class_map."""
+    must exist), as an alternative to a class_map. The images must share one mode (their headers are
+    read first) unless convert_mode ("RGB" or "L") converts them all."""
     root = Path(root)
-    files, class_names, size, channels = list_folder(root, image_size, channels, class_map, classes)
+    files, class_names, size, channels = list_folder(root, image_size, channels, class_map, classes, convert_mode)
     if lazy is None:
         lazy = len(files) * channels * size * size > IN_MEMORY_BYTES
     if not lazy:
+        # the modes were checked above: read_image_folder need not read the headers again
         return read_image_folder(root, size, channels, name=name or root.name, class_map=class_map,
-                                 classes=None if class_map else class_names)
+                                 classes=None if class_map else class_names,
+                                 convert_mode="L" if channels == 1 else "RGB")
     order = torch.randperm(len(files), generator=torch.Generator().manual_seed(0)).tolist()
     meta = {"dataset": f"folder:{root}", "source": str(root), **({"class_map": class_map} if class_map else {})}
     return LazyImageFolder([str(files[i][0]) for i in order], torch.tensor([files[i][1] for i in order]),
@@ -57,14 +61,14 @@ def load_image_folder(root: str | Path, image_size: int | None = None, channels:
 
 def load_folder(root: Path, split: str, image_size: int | None = None, channels: int | None = None,
                 class_map: dict[str, int] | None = None, lazy: bool | None = None,
-                workers: int | None = None) -> ImageDataset | LazyImageFolder:
+                workers: int | None = None, convert_mode: str | None = None) -> ImageDataset | LazyImageFolder:
     """A user's image folder: root/{train,test}/<class>/ if present, else root/<class>/ split
     80/20 by a fixed permutation (the same every time). Options as load_image_folder's."""
     root = Path(root)
     if (root / "train").is_dir() and (root / "test").is_dir():
         return load_image_folder(root / split, image_size, channels, class_map, lazy, workers,
-                                 name=f"{root.name}-{split}")
-    data = load_image_folder(root, image_size, channels, class_map, lazy, workers)
+                                 name=f"{root.name}-{split}", convert_mode=convert_mode)
+    data = load_image_folder(root, image_size, channels, class_map, lazy, workers, convert_mode=convert_mode)
     cut = int(round(0.8 * len(data)))
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))
     part = data.subset(order[:cut] if split == "train" else order[cut:], name=f"{root.name}-{split}")
@@ -75,13 +79,16 @@ def load_folder(root: Path, split: str, image_size: int | None = None, channels:
 def load_dataset(name: str, split: str = "test", data_dir: str | Path | None = None,
                  image_size: int | None = None, channels: int | None = None,
                  class_map: dict[str, int] | str | Path | None = None, lazy: bool | None = None,
-                 workers: int | None = None) -> ImageDataset | LazyImageFolder:
+                 workers: int | None = None, convert_mode: str | None = None) -> ImageDataset | LazyImageFolder:
     """Load a data set split by name; data_dir overrides ADVLAB_DATA and the cache folder. The
-    other options concern folder:PATH data sets (class_map: a dict or a file, see load_class_map)."""
+    other options concern folder:PATH data sets (class_map: a dict or a file, see load_class_map;
+    convert_mode: "RGB" or "L" to convert a folder of mixed image modes, which is otherwise refused)."""
     if split not in SPLITS:
         raise AdvlabError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     if not name.startswith("folder:") and class_map is not None:
         raise AdvlabError(f"--class-map applies to folder:PATH data sets, not {name}")
+    if not name.startswith("folder:") and convert_mode is not None:
+        raise AdvlabError(f"--convert-mode applies to folder:PATH data sets, not {name}")
     if name == "mnist":  # the embedded copy stands in only when no folder was named on the command line
         return load_mnist(split, data_root(data_dir), required=bool(data_dir))
     if name == "cifar10":
@@ -90,7 +97,7 @@ def load_dataset(name: str, split: str = "test", data_dir: str | Path | None = N
         if class_map is not None and not isinstance(class_map, dict):
             class_map = load_class_map(class_map)
         return load_folder(Path(name[len("folder:"):]).expanduser(), split, image_size, channels, class_map, lazy,
-                           workers)
+                           workers, convert_mode)
     raise AdvlabError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
 
 

@@ -77,7 +77,8 @@ def load_cifar10(split: str, root: Path) -> ImageDataset:
             raise AdvlabError(f"the downloaded CIFAR-10 archive in {root} has no {split} split")
     layout, path = found
     if layout == "folder":
-        data = read_image_folder(path, size=32, channels=3, name=f"cifar10-{split}", classes=CLASSES)
+        data = read_image_folder(path, size=32, channels=3, name=f"cifar10-{split}", classes=CLASSES,
+                                 convert_mode="RGB")  # a fixed layout: no header scan
         data.meta.update({"dataset": "cifar10", "split": split, "source": str(path)})
         return data
     files = [path / name for name in BATCHES[split]]

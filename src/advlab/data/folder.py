@@ -161,22 +161,47 @@ def listing(root: Path, folders: list[str], labels: list[int]) -> list[tuple[Pat
     return files
 
 
-def native_shape(files: list[Path], size: int | None, channels: int | None) -> tuple[int, int]:
+CONVERT_MODES = ("RGB", "L")  # --convert-mode: what a folder of mixed modes may be converted to
+
+
+def check_convert_mode(convert_mode: str | None, channels: int | None) -> int | None:
+    """The channels convert_mode implies (None: none asked); a contradicting --channels is refused."""
+    if convert_mode is None:
+        return channels
+    if convert_mode not in CONVERT_MODES:
+        raise AdvlabError(f"unknown --convert-mode {convert_mode!r}; choose RGB (3 channels) or L (grayscale)")
+    implied = 1 if convert_mode == "L" else 3
+    if channels is not None and channels != implied:
+        raise AdvlabError(f"--channels {channels} contradicts --convert-mode {convert_mode} ({implied} channel"
+                          f"{'s' if implied > 1 else ''}); give one of them")
+    return implied
+
+
+def native_shape(files: list[Path], size: int | None, channels: int | None,
+                 convert_mode: str | None = None) -> tuple[int, int]:
     """(size, channels) where not given, from the images' headers (no pixels are decoded): the side
-    they all share, and 1 channel when every image is grayscale, else 3. Images of different sizes
-    need --image-size; a mode advlab cannot read is named."""
-    if size is not None and channels is not None:
-        return size, channels
+    they all share, and 1 channel when the images are grayscale, else 3. Images of different sizes
+    need --image-size; a mode advlab cannot read is named. The images must share one mode (all L, all
+    RGB, all P, ...; a palette is looked up, an alpha channel dropped): a folder of mixed modes is
+    refused, naming one file of each, unless convert_mode ("RGB" or "L") says to convert them all."""
+    channels = check_convert_mode(convert_mode, channels)
+    if size is not None and convert_mode is not None:
+        return size, channels  # nothing left to read from the headers: every image is converted and resized
     sizes: dict[tuple[int, int], Path] = {}
-    gray = True
+    modes: dict[str, Path] = {}
     for path in files:
         try:
-            with Image.open(path) as img:
+            with Image.open(path) as img:  # reads the header only
                 check_mode(img, path)
                 sizes.setdefault(img.size, path)
-                gray = gray and img.mode in GRAY_MODES
+                modes.setdefault(img.mode, path)
         except (UnidentifiedImageError, OSError, SyntaxError) as exc:
             raise AdvlabError(f"cannot decode image {path} ({exc}); remove or replace it") from None
+    if len(modes) > 1 and convert_mode is None:
+        named = ", ".join(f"{p.parent.name}/{p.name} is {m}" for m, p in list(modes.items())[:4])
+        more = f" and {len(modes) - 4} more modes" if len(modes) > 4 else ""
+        raise AdvlabError(f"the images differ in mode ({named}{more}); pass --convert-mode RGB (or L for "
+                          "grayscale) to convert them all, or convert the files to one mode")
     if size is None:
         if len(sizes) > 1:
             (a, pa), (b, pb) = list(sizes.items())[:2]
@@ -188,6 +213,7 @@ def native_shape(files: list[Path], size: int | None, channels: int | None) -> t
                               "centre-crop them to N x N")
         size = width
     check_image_size(size)
+    gray = all(m in GRAY_MODES for m in modes)
     return size, channels if channels is not None else (1 if gray else 3)
 
 
@@ -197,28 +223,31 @@ def check_image_size(size: int) -> None:
 
 
 def list_folder(root: Path, size: int | None, channels: int | None, class_map: dict[str, int] | None = None,
-                classes: list[str] | None = None) -> tuple[list, list[str], int, int]:
+                classes: list[str] | None = None, convert_mode: str | None = None) -> tuple[list, list[str], int, int]:
     """(files as (path, label), class names, image side, channels) of root/<class>/, the options
-    checked and the side and channels defaulting to the images' own (native_shape)."""
+    checked and the side and channels defaulting to the images' own (native_shape: one mode, unless
+    convert_mode)."""
     if size is not None:
         check_image_size(size)
     if channels not in (None, 1, 3):
         raise AdvlabError(f"channels must be 1 or 3, got {channels}")
     folders, labels, class_names = class_folders(root, class_map, classes)
     files = listing(root, folders, labels)
-    return (files, class_names, *native_shape([p for p, _ in files], size, channels))
+    return (files, class_names, *native_shape([p for p, _ in files], size, channels, convert_mode))
 
 
 def read_image_folder(root: Path, size: int | None = None, channels: int | None = 3, name: str | None = None,
-                      classes: list[str] | None = None, class_map: dict[str, int] | None = None) -> ImageDataset:
+                      classes: list[str] | None = None, class_map: dict[str, int] | None = None,
+                      convert_mode: str | None = None) -> ImageDataset:
     """Decode every image under root/<class>/ (fit_image: resize and centre crop to size x size),
     cached on disk, into memory.
 
     Classes are the subfolders in alphabetical order unless given (or mapped by class_map); images
-    come in a fixed shuffled order. An undecodable file is a user error naming the file.
+    come in a fixed shuffled order. An undecodable file is a user error naming the file, and so are
+    images of mixed modes unless convert_mode ("RGB" or "L") converts them all.
     """
     root = Path(root)
-    files, class_names, size, channels = list_folder(root, size, channels, class_map, classes)
+    files, class_names, size, channels = list_folder(root, size, channels, class_map, classes, convert_mode)
 
     def build() -> dict[str, np.ndarray]:
         images = np.empty((len(files), channels, size, size), dtype=np.uint8)

@@ -16,7 +16,7 @@ from scipy.stats import beta, binomtest, norm
 from torch import nn
 
 from advlab.errors import AdvlabError, check_images, check_range
-from advlab.runtime import eval_mode, full_precision, largest_batch
+from advlab.runtime import BatchSize, as_batch_size, eval_mode, full_precision, largest_batch
 
 ABSTAIN = -1
 
@@ -56,7 +56,7 @@ class Smooth:
         if self.num_classes < 2:
             raise AdvlabError(f"num_classes must be at least 2, got {num_classes}")
 
-    def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float, batch_size: int,
+    def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float, batch_size: int | BatchSize,
                 generator: torch.Generator | None = None) -> tuple[int, float]:
         """CERTIFY: guess the top class from n0 samples, bound its probability from n fresh ones.
 
@@ -74,7 +74,7 @@ class Smooth:
             return ABSTAIN, 0.0
         return c_a, certified_radius(p_lower, self.sigma)
 
-    def predict(self, x: torch.Tensor, n: int, alpha: float, batch_size: int,
+    def predict(self, x: torch.Tensor, n: int, alpha: float, batch_size: int | BatchSize,
                 generator: torch.Generator | None = None) -> int:
         """PREDICT: the top class if a two-sided binomial test of n_A against n_B at p = 1/2 rejects
         at level alpha, else ABSTAIN (wrong with probability at most alpha, Proposition 1)."""
@@ -87,30 +87,40 @@ class Smooth:
             return ABSTAIN
         return int(top2[0])
 
-    def sample_counts(self, x: torch.Tensor, num: int, batch_size: int,
+    def sample_counts(self, x: torch.Tensor, num: int, batch_size: int | BatchSize,
                       generator: torch.Generator | None = None) -> np.ndarray:
-        """How often f(x + delta) picks each class over num noise draws (SAMPLEUNDERNOISE)."""
+        """How often f(x + delta) picks each class over num noise draws (SAMPLEUNDERNOISE). A batch of
+        noisy copies that runs out of memory is drawn again at half the size (advlab.runtime.BatchSize)."""
         if not isinstance(x, torch.Tensor) or x.dim() != 3:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise AdvlabError(f"Smooth takes one image shaped (C, H, W), got {shape}; "
                               "use certify_dataset for a data set")
         check_images(x.unsqueeze(0), "image")
-        if batch_size < 1:
-            raise AdvlabError(f"batch_size must be positive, got {batch_size}")
+        if int(batch_size) < 1:
+            raise AdvlabError(f"batch_size must be positive, got {int(batch_size)}")
+        batch = as_batch_size(batch_size)
         model = self.base_classifier
         counts = torch.zeros(self.num_classes, dtype=torch.long, device=x.device)
         # channels-last batches run convolutions faster on CPUs (same numbers)
-        noise = torch.empty((min(batch_size, num), *x.shape), device=x.device, dtype=x.dtype,
+        noise = torch.empty((min(batch.size, num), *x.shape), device=x.device, dtype=x.dtype,
                             memory_format=torch.channels_last)
-        with eval_mode(model), torch.inference_mode():
-            remaining = num
-            while remaining > 0:
-                size = min(batch_size, remaining)
-                noisy = noise[:size].normal_(0.0, self.sigma, generator=generator).add_(x)
+
+        def one(rows: slice) -> None:
+            size = rows.stop - rows.start
+            # a batch that runs out of memory gives its draws back: the retry starts where it started
+            before = generator.get_state() if generator is not None else None
+            noisy = noise[:size].normal_(0.0, self.sigma, generator=generator).add_(x)
+            try:
                 logits = model(noisy)
-                # the decision in float32 (bf16 logits would tie more often); counts in int64
-                counts += torch.bincount(logits.float().argmax(1), minlength=self.num_classes)[: self.num_classes]
-                remaining -= size
+            except BaseException:
+                if before is not None:
+                    generator.set_state(before)
+                raise
+            # the decision in float32 (bf16 logits would tie more often); counts in int64
+            counts.add_(torch.bincount(logits.float().argmax(1), minlength=self.num_classes)[: self.num_classes])
+
+        with eval_mode(model), torch.inference_mode():
+            batch.map(one, num)
         return counts.cpu().numpy()
 
     def noise_probabilities(self, x: torch.Tensor, num: int, generator: torch.Generator | None = None,

@@ -33,6 +33,7 @@ from advlab.errors import AdvlabError
 from advlab.models import architecture, create_model
 from advlab.models.inference import predict_logits
 from advlab.models.spec import SpecOptions, check_model_fits, load_spec, spec_kind
+from advlab.runtime import BatchSize, as_batch_size
 from advlab.training import TrainConfig, default_config, train_model
 
 MIN_CLASS_ROWS = 8  # fewer images than this in a class: nothing to estimate a covariance from
@@ -90,7 +91,8 @@ def outliers(scores: np.ndarray, z: float = OUTLIER_Z) -> np.ndarray:
 
 
 def audit_dataset(model: nn.Module, data, method: str = "spectre", layer: str | None = PENULTIMATE,
-                  poison_fraction: float | None = None, device: torch.device | str = "cpu", batch_size: int = 256,
+                  poison_fraction: float | None = None, device: torch.device | str = "cpu",
+                  batch_size: int | BatchSize = 256,
                   max_k: int | None = MAX_K, progress: bool = False, seed: int = 0) -> Audit:
     """Score every training image of `data` (an image-folder data set: it knows its files) for being
     a poison, from `model`'s representations at `layer`. poison_fraction: an upper bound on each
@@ -149,16 +151,18 @@ def retrain_without(audit: Audit, data, test, config: TrainConfig, device: torch
     return model, meta, path
 
 
-def triggered_success(model: nn.Module, triggered, target: int, device: torch.device | str = "cpu") -> float:
+def triggered_success(model: nn.Module, triggered, target: int, device: torch.device | str = "cpu",
+                      batch_size: int | BatchSize = 500) -> float:
     """Share of the triggered images not of the target class (by their folder) predicted as target."""
     keep = torch.from_numpy(np.flatnonzero(triggered.labels.numpy() != target))
     if len(keep) == 0:
         raise AdvlabError("every triggered test image is of the target class; attack success needs others")
-    predictions = predict_logits(model, triggered.subset(keep), device).argmax(1)
+    predictions = predict_logits(model, triggered.subset(keep), device, batch_size).argmax(1)
     return float((predictions == target).float().mean())
 
 
-def guess_target(audit: Audit, model: nn.Module | None = None, triggered=None, device="cpu") -> int:
+def guess_target(audit: Audit, model: nn.Module | None = None, triggered=None, device="cpu",
+                 batch_size: int | BatchSize = 500) -> int:
     """The backdoor's target class: the class with the most suspicious files (a backdoor's poisons
     carry the target's label); when none is suspicious, the class the triggered images (of other
     classes) are most often predicted as."""
@@ -167,7 +171,7 @@ def guess_target(audit: Audit, model: nn.Module | None = None, triggered=None, d
         return int(counts.argmax())
     if model is None or triggered is None:
         raise AdvlabError("the audit found no suspicious file, so the target class is unknown; name it with --target")
-    predictions = predict_logits(model, triggered, device).argmax(1)
+    predictions = predict_logits(model, triggered, device, batch_size).argmax(1)
     wrong = predictions[predictions != triggered.labels]
     if len(wrong) == 0:
         return int(np.bincount(predictions.numpy()).argmax())
@@ -219,12 +223,14 @@ def audit_folder(data, test=None, model: tuple[nn.Module, dict] | None = None, c
                  method: str = "spectre", layer: str | None = PENULTIMATE, poison_fraction: float | None = None,
                  retrain: bool = False, triggered=None, target: str | int | None = None,
                  device: torch.device | str = "cpu", progress: bool = False, use_cache: bool = True,
-                 report=print) -> FolderAudit:
+                 report=print, batch_size: int | BatchSize = 256) -> FolderAudit:
     """The whole audit of a training folder (`advlab audit`): the user's model (model = (module,
     metadata)) or one advlab trains with `config` on the folder; the audit; optionally a model
     retrained with the same config without the suspicious files, and, with triggered test images
     (a data set labelled by true class), attack success before and after. test: the clean test
-    set (clean accuracy; needed to train or retrain)."""
+    set (clean accuracy; needed to train or retrain). batch_size: the model passes' (not training's),
+    halved when a batch runs out of memory (advlab.runtime.BatchSize)."""
+    batch = as_batch_size(batch_size)
     if (model is None or retrain) and test is None:
         raise AdvlabError("training or retraining needs clean test images to measure accuracy on: give --test "
                           "FOLDER, or a folder with train/ and test/ inside")
@@ -244,18 +250,18 @@ def audit_folder(data, test=None, model: tuple[nn.Module, dict] | None = None, c
     if triggered is not None and tuple(triggered.shape) != tuple(data.shape):
         raise AdvlabError(f"the triggered test images are read as {triggered.shape} but the training images as "
                           f"{data.shape}; give the same --image-size and --channels")
-    audit = audit_dataset(module, data, method, layer, poison_fraction, device, progress=progress)
+    audit = audit_dataset(module, data, method, layer, poison_fraction, device, batch, progress=progress)
     report(f"audit: {method} on the {audit.layer_description}: {int(audit.removed.sum())} of {len(audit.files)} "
            f"files suspicious ({'budget estimated' if audit.estimated else f'poison fraction <= {poison_fraction}'})")
     before: dict = {}
     if test is not None:
-        before["clean_accuracy"] = float((predict_logits(module, test, device).argmax(1) == test.labels)
+        before["clean_accuracy"] = float((predict_logits(module, test, device, batch).argmax(1) == test.labels)
                                          .float().mean())
     target_index = None
     if triggered is not None:
         target_index = data.class_index(target) if target is not None else guess_target(audit, module, triggered,
-                                                                                              device)
-        before["attack_success"] = triggered_success(module, triggered, target_index, device)
+                                                                                              device, batch)
+        before["attack_success"] = triggered_success(module, triggered, target_index, device, batch)
     result = FolderAudit(audit, source, config.to_dict() if config is not None else meta.get("train_config"),
                          before, target=None if target_index is None else data.classes[target_index])
     if retrain:
@@ -266,7 +272,7 @@ def audit_folder(data, test=None, model: tuple[nn.Module, dict] | None = None, c
         result.after = {"clean_accuracy": float(retrained_meta["test_accuracy"]),
                         "removed_files": int(audit.removed.sum())}
         if triggered is not None:
-            result.after["attack_success"] = triggered_success(retrained, triggered, target_index, device)
+            result.after["attack_success"] = triggered_success(retrained, triggered, target_index, device, batch)
         result.retrained_checkpoint = str(path)
         report("audit: retrained without them: " + ", ".join(f"{k.replace('_', ' ')} {v:.4f}" if isinstance(v, float)
                                                              else f"{k.replace('_', ' ')} {v}"

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from advlab.data import ImageDataset
 from advlab.errors import AdvlabError
-from advlab.runtime import eval_mode
+from advlab.runtime import BatchSize, as_batch_size, eval_mode
 
 PENULTIMATE = "penultimate"
 
@@ -52,27 +52,36 @@ def describe_layer(model: nn.Module, layer: str | None) -> str:
 
 @torch.no_grad()
 def extract_features(model: nn.Module, images: ImageDataset | torch.Tensor, layer: str | None = PENULTIMATE,
-                     batch_size: int = 500, device: torch.device | str = "cpu", progress: bool = False) -> np.ndarray:
+                     batch_size: int | BatchSize = 500, device: torch.device | str = "cpu",
+                     progress: bool = False) -> np.ndarray:
     """(N, D) float64 representations of images (a data set, in memory or lazy, or a float [0, 1] NCHW tensor) at
-    `layer`, the model in eval mode (no augmentation, frozen batch-norm statistics)."""
+    `layer`, the model in eval mode (no augmentation, frozen batch-norm statistics). A forward pass that runs
+    out of memory is retried at half the batch (advlab.runtime.BatchSize)."""
     _, module, on_input = resolve_layer(model, layer)
-    captured: list[torch.Tensor] = []
+    batch = as_batch_size(batch_size)
+    loaded_size = batch.size  # the loader's batches; the model's passes may split them
+    sink: list[list[torch.Tensor]] = [[]]
 
     def hook(_module, inputs, output):
         value = inputs[0] if on_input else output
-        captured.append(value.detach().flatten(1).to("cpu", torch.float64))
+        sink[0].append(value.detach().flatten(1).to("cpu", torch.float64))
+
+    def one(xb: torch.Tensor, s: slice) -> torch.Tensor:
+        sink[0] = []  # a pass that ran out of memory after the layer leaves nothing behind
+        model(xb[s])
+        return torch.cat(sink[0])
 
     if not isinstance(images, torch.Tensor):  # an ImageDataset, or a folder read lazily: its own batches
-        batches = (x for x, _ in images.batches(batch_size, device=device))
-        total = (len(images) + batch_size - 1) // batch_size
+        batches = (x for x, _ in images.batches(loaded_size, device=device))
     else:
-        batches = (images[i:i + batch_size].to(device) for i in range(0, len(images), batch_size))
-        total = (len(images) + batch_size - 1) // batch_size
+        batches = (images[i:i + loaded_size].to(device) for i in range(0, len(images), loaded_size))
+    total = (len(images) + loaded_size - 1) // loaded_size
+    captured: list[torch.Tensor] = []
     handle = module.register_forward_hook(hook)
     try:
         with eval_mode(model):
             for x in tqdm(batches, total=total, desc="representations", disable=not progress, leave=False):
-                model(x)
+                captured += batch.map(lambda s, x=x: one(x, s), len(x))
     finally:
         handle.remove()
     if not captured:

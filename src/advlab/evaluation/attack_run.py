@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from advlab.attacks.base import Attack, AttackResult, Cost
 from advlab.errors import AdvlabError
-from advlab.runtime import run_in_batches
+from advlab.runtime import BatchSize, as_batch_size
 
 
 def concat_results(results: list[AttackResult]) -> AttackResult:
@@ -34,14 +34,16 @@ def concat_results(results: list[AttackResult]) -> AttackResult:
 
 
 def attack_dataset(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                   target: torch.Tensor | None = None, batch_size: int = 256, device: torch.device | str = "cpu",
+                   target: torch.Tensor | None = None, batch_size: int | BatchSize = 256,
+                   device: torch.device | str = "cpu",
                    progress: bool = True) -> AttackResult:
     """Attack (x, y) (optionally towards `target`) in batches of batch_size on device; the per-sample
     results of all batches as one AttackResult on the CPU, with the summed cost. A batch that runs
     out of memory is retried at half the size, and the rest of the run keeps that size
-    (advlab.runtime.run_in_batches); the run says so."""
-    if batch_size < 1:
-        raise AdvlabError(f"batch_size must be positive, got {batch_size}")
+    (advlab.runtime.BatchSize: pass one to share it with the run's other loops); the run says so."""
+    if int(batch_size) < 1:
+        raise AdvlabError(f"batch_size must be positive, got {int(batch_size)}")
+    batch = as_batch_size(batch_size)
     device = torch.device(device)
     bar = tqdm(total=len(x), desc=attack.name, disable=not progress, leave=False, unit="image")
 
@@ -50,11 +52,8 @@ def attack_dataset(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.T
         bar.update(s.stop - s.start)
         return result
 
-    def shrink(old: int, new: int) -> None:
-        tqdm.write(f"out of memory at batch size {old}; continuing at {new}")
-
     try:
-        results, _ = run_in_batches(one, len(x), batch_size, shrink)
+        results = batch.map(one, len(x))
     finally:
         bar.close()
     return concat_results(results)

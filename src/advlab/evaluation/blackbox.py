@@ -22,6 +22,7 @@ from advlab.attacks.blackbox import BLACKBOX_ATTACKS, Oracle
 from advlab.attacks.blackbox.base import BlackBoxAttack
 from advlab.data import ImageDataset
 from advlab.errors import AdvlabError
+from advlab.runtime import BatchSize, as_batch_size
 
 # The one set of defaults of a black-box run, whichever command starts it. L2 eps 2.0: on MNIST's
 # 28x28 pixels an L2 radius of 0.3 allows no more than one pixel moved by 0.3, too small to say
@@ -81,25 +82,36 @@ def check_oracle_fits(oracle: Oracle, data: ImageDataset) -> None:
                           f"{data.shape}; pass the matching --dataset")
 
 
-def attack_in_batches(attack: BlackBoxAttack, oracle: Oracle, x: torch.Tensor, y: torch.Tensor, batch: int,
-                      progress: bool = True) -> dict:
+def attack_in_batches(attack: BlackBoxAttack, oracle: Oracle, x: torch.Tensor, y: torch.Tensor,
+                      batch: int | BatchSize, progress: bool = True) -> dict:
     """Run attack over x in batches until done or the oracle's budget is spent; per-image results
-    concatenated (numpy), the adversarial images, the wall time and whether the budget ran out."""
+    concatenated (numpy), the adversarial images, the wall time and whether the budget ran out. A batch
+    that runs out of memory (an in-process oracle's forward pass) is attacked again at half the size
+    (advlab.runtime.BatchSize); the queries it had spent stay counted by the oracle."""
     parts: dict[str, list] = {k: [] for k in ("success", "clean_correct", "queries", "queries_at_success",
                                               "linf", "l2", "adv_pred")}
     advs = []
     start = time.perf_counter()
     exhausted = False
-    for lo in tqdm(range(0, len(x), batch), desc=attack.name, disable=not progress, unit="batch"):
+    bar = tqdm(total=len(x), desc=attack.name, disable=not progress, unit="image")
+
+    def one(rows: slice) -> None:
+        nonlocal exhausted
         if exhausted:
-            break
-        r = attack(oracle, x[lo:lo + batch], y[lo:lo + batch])
+            return
+        r = attack(oracle, x[rows], y[rows])
         exhausted = r.extra["budget_exhausted"]
         for key, value in (("success", r.success), ("clean_correct", r.clean_correct),
                            ("queries", r.extra["queries"]), ("queries_at_success", r.extra["queries_at_success"]),
                            ("linf", r.norms["linf"]), ("l2", r.norms["l2"]), ("adv_pred", r.adv_pred)):
             parts[key].append(value.cpu().numpy())
         advs.append(r.adv.cpu())
+        bar.update(rows.stop - rows.start)
+
+    try:
+        as_batch_size(batch).map(one, len(x))
+    finally:
+        bar.close()
     out = {k: np.concatenate(v) if v else np.zeros(0) for k, v in parts.items()}
     out["adv"] = torch.cat(advs) if advs else x[:0]
     out["seconds"] = time.perf_counter() - start
@@ -139,15 +151,17 @@ def whitebox_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
 
 def run_blackbox(oracle: Oracle, x: torch.Tensor, y: torch.Tensor, settings: BlackboxSettings,
                  whitebox_model: nn.Module | None = None, device: torch.device | str = "cpu",
-                 progress: bool = True) -> BlackboxRun:
+                 progress: bool = True, batch: BatchSize | None = None) -> BlackboxRun:
     """Every attack of settings over (x, y) through oracle; with settings.whitebox_pgd, white-box PGD on
-    whitebox_model (the model behind an in-process oracle) and each attack's ratio to it."""
+    whitebox_model (the model behind an in-process oracle) and each attack's ratio to it. batch: the
+    run's BatchSize (default: settings.batch_size), halved when a batch runs out of memory."""
     attacks = settings.build()
+    batch = batch if batch is not None else as_batch_size(settings.batch_size)
     if settings.whitebox_pgd and whitebox_model is None:
         raise AdvlabError("--whitebox-pgd needs an in-process --model (white-box access)")
     runs, summaries, curves = {}, {}, {}
     for attack in attacks:
-        runs[attack.name] = attack_in_batches(attack, oracle, x, y, settings.batch_size, progress)
+        runs[attack.name] = attack_in_batches(attack, oracle, x, y, batch, progress)
         summaries[attack.name] = summarize(runs[attack.name], settings.queries)
         curves[attack.name] = runs[attack.name]["queries_at_success"][runs[attack.name]["clean_correct"].astype(bool)]
     whitebox = None

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from advlab.data import ImageDataset
 from advlab.defenses.smoothing import ABSTAIN, Smooth, radius_ceiling
 from advlab.errors import AdvlabError
-from advlab.runtime import exclusive_lock
+from advlab.runtime import BatchSize, as_batch_size, exclusive_lock
 
 DEFAULT_RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -192,7 +192,7 @@ class CertificationState:
 
 
 def certify_dataset(smooth: Smooth, data: ImageDataset, n0: int = 100, n: int = 100_000, alpha: float = 0.001,
-                    batch_size: int = 1000, seed: int = 0, ids: Sequence[int] | None = None,
+                    batch_size: int | BatchSize = 1000, seed: int = 0, ids: Sequence[int] | None = None,
                     device: torch.device | str = "cpu", progress: bool = True,
                     rank: int | None = None, world_size: int | None = None,
                     state_dir: str | Path | None = None) -> CertificationResult:
@@ -208,6 +208,8 @@ def certify_dataset(smooth: Smooth, data: ImageDataset, n0: int = 100, n: int = 
     (seed, id), so the result is the one an uninterrupted run gives. The state is removed once the
     result is complete.
     """
+    batch = as_batch_size(batch_size)  # one size for every image: halved once, it stays halved
+    batch_size = batch.start  # the records' key: the size asked for
     ids = list(range(len(data))) if ids is None else [int(i) for i in ids]
     if len(ids) != len(data):
         raise AdvlabError(f"got {len(ids)} image ids for {len(data)} images")
@@ -241,7 +243,7 @@ def certify_dataset(smooth: Smooth, data: ImageDataset, n0: int = 100, n: int = 
             for pos in bar:
                 x, y = data[pos]
                 began = time.perf_counter()
-                prediction, radius = smooth.certify(x.to(device), n0, n, alpha, batch_size,
+                prediction, radius = smooth.certify(x.to(device), n0, n, alpha, batch,
                                                     image_generator(seed, ids[pos], device))
                 records.append(CertifiedImage(ids[pos], int(y), prediction, radius, prediction == int(y),
                                               time.perf_counter() - began))

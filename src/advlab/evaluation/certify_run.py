@@ -21,7 +21,7 @@ from advlab.errors import AdvlabError, check_range
 from advlab.evaluation.certified import CertificationResult, certify_dataset
 from advlab.evaluation.records import RecordStore, data_sha256, file_sha256, model_hash, model_summary, recorded
 from advlab.models import model_metadata
-from advlab.runtime import cache_dir
+from advlab.runtime import BatchSize, cache_dir
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def init_distributed() -> tuple[int, int, int]:
 
 
 def certify_images(model: nn.Module, plan: CertifyPlan, data: ImageDataset, ids: list[int] | None = None,
-                   batch_size: int = 1000, device: torch.device | str = "cpu", progress: bool = True
+                   batch_size: int | BatchSize = 1000, device: torch.device | str = "cpu", progress: bool = True
                    ) -> CertificationResult:
     """Certify data (its images numbered ids) with the smoothed model; resumable (the state lives in
     the cache folder) and sharded over the processes under torchrun."""

@@ -10,6 +10,7 @@ from torch import nn
 
 from advlab.data import ImageDataset
 from advlab.models.inference import predict_logits
+from advlab.runtime import BatchSize
 
 
 @dataclass
@@ -25,8 +26,11 @@ class CleanEvaluation:
                 "per_class_accuracy": self.per_class_accuracy, "confusion_matrix": self.confusion.tolist()}
 
 
-def evaluate_clean(model: nn.Module, data: ImageDataset, device: torch.device | str = "cpu") -> CleanEvaluation:
-    logits = predict_logits(model, data, device)
+def evaluate_clean(model: nn.Module, data: ImageDataset, device: torch.device | str = "cpu",
+                   batch_size: int | BatchSize = 500) -> CleanEvaluation:
+    """Accuracy, confusion matrix and confidence on data; a forward pass that runs out of memory is
+    retried at half the batch (advlab.runtime.BatchSize)."""
+    logits = predict_logits(model, data, device, batch_size)
     pred = logits.argmax(1)
     k = data.num_classes
     confusion = torch.bincount(data.labels * k + pred, minlength=k * k).view(k, k).numpy()

@@ -36,7 +36,7 @@ from advlab.attacks.blackbox.square import Square
 from advlab.attacks.common import loss_gradient
 from advlab.evaluation.diagnostics import AttackOutcome, Diagnostic, masking_diagnostics
 from advlab.evaluation.robust import RobustEvaluation, robust_accuracy
-from advlab.runtime import eval_mode
+from advlab.runtime import BatchSize, as_batch_size, eval_mode
 
 
 @dataclass
@@ -116,7 +116,7 @@ def check_monotone(robust: RobustEvaluation, tolerance: float = 0.01) -> Diagnos
 
 
 def check_unbounded(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 100, tolerance: float = 0.02,
-                    batch_size: int = 256, device: torch.device | str = "cpu") -> Diagnostic:
+                    batch_size: int | BatchSize = 256, device: torch.device | str = "cpu") -> Diagnostic:
     """PGD on the cross-entropy from the clean image with eps = 1 (every image is allowed)."""
     ev = robust_accuracy(model, x, y, {"pgd": lambda e: PGD(eps=e, steps=steps, random_start=False, early_stop=True)},
                          [1.0], batch_size=batch_size, device=device, progress=False)
@@ -131,29 +131,28 @@ def check_unbounded(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: i
                       "forward pass for non-differentiable steps (BPDA)." if fired else "")
 
 
-def gradient_statistics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256,
+def gradient_statistics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int | BatchSize = 256,
                         device: torch.device | str = "cpu") -> dict:
     """Per-sample input gradients of the cross-entropy: the share exactly zero, non-finite, and of
     samples whose float32 softmax is exactly one-hot (saturated); the median gradient L1 norm."""
-    zero = nonfinite = saturated = 0
-    norms = []
+    def one(s: slice) -> tuple[int, int, int, torch.Tensor]:
+        xb, yb = x[s].to(device), y[s].to(device)
+        grad, logits, _ = loss_gradient(model, xb, yb, None, "ce", Cost())
+        flat = grad.flatten(1)
+        finite = torch.isfinite(flat).all(1)
+        return (int((~finite).sum()), int((finite & (flat == 0).all(1)).sum()),
+                int((F.softmax(logits, 1).amax(1) == 1.0).sum()), flat.abs().sum(1).cpu())
+
     with eval_mode(model):
-        for start in range(0, len(x), batch_size):
-            xb, yb = x[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
-            grad, logits, _ = loss_gradient(model, xb, yb, None, "ce", Cost())
-            flat = grad.flatten(1)
-            finite = torch.isfinite(flat).all(1)
-            nonfinite += int((~finite).sum())
-            zero += int((finite & (flat == 0).all(1)).sum())
-            saturated += int((F.softmax(logits, 1).amax(1) == 1.0).sum())
-            norms.append(flat.abs().sum(1).cpu())
+        parts = as_batch_size(batch_size).map(one, len(x))
     n = len(x)
+    nonfinite, zero, saturated = (sum(p[i] for p in parts) for i in range(3))
     return {"zero_gradient": zero / n, "nonfinite_gradient": nonfinite / n, "saturated_softmax": saturated / n,
-            "median_gradient_l1": float(torch.cat(norms).median()), "n": n}
+            "median_gradient_l1": float(torch.cat([p[3] for p in parts]).median()), "n": n}
 
 
 def check_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, tolerance: float = 0.05,
-                    batch_size: int = 256, device: torch.device | str = "cpu") -> Diagnostic:
+                    batch_size: int | BatchSize = 256, device: torch.device | str = "cpu") -> Diagnostic:
     stats = gradient_statistics(model, x, y, batch_size, device)
     bad = stats["zero_gradient"] + stats["nonfinite_gradient"]
     fired = bad > tolerance
@@ -168,13 +167,18 @@ def check_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, toleranc
 
 def check_blackbox(model: nn.Module, x: torch.Tensor, y: torch.Tensor, whitebox_broken_at: torch.Tensor, eps: float,
                    queries: int = 1000, tolerance: float = 0.01, seed: int = 0,
-                   device: torch.device | str = "cpu") -> Diagnostic:
+                   device: torch.device | str = "cpu", batch_size: int | BatchSize | None = None) -> Diagnostic:
     """Square Attack (Andriushchenko et al. 2020) at eps on (x, y); whitebox_broken_at holds the
-    white-box worst case's smallest breaking eps of the same samples."""
+    white-box worst case's smallest breaking eps of the same samples. batch_size None: all at once."""
     p_init = 0.3 if x.shape[1] == 1 else 0.05  # the paper's larger windows for MNIST's 28x28 digits
-    result = Square(eps=eps, max_queries=queries, p_init=p_init, seed=seed)(LocalOracle(model), x.to(device),
-                                                                            y.to(device))
-    blackbox_broken = (result.adv_pred != result.labels).cpu()
+    square = Square(eps=eps, max_queries=queries, p_init=p_init, seed=seed)
+    batch = as_batch_size(max(len(x), 1) if batch_size is None else batch_size)
+
+    def one(s: slice) -> torch.Tensor:
+        result = square(LocalOracle(model), x[s].to(device), y[s].to(device))
+        return (result.adv_pred != result.labels).cpu()
+
+    blackbox_broken = batch.cat(one, len(x))
     only_blackbox = blackbox_broken & (whitebox_broken_at > eps)
     share = only_blackbox.float().mean().item()
     fired = share > tolerance
@@ -192,13 +196,15 @@ def check_blackbox(model: nn.Module, x: torch.Tensor, y: torch.Tensor, whitebox_
 
 def evaluate_defense(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Sequence[float], steps: int = 40,
                      restarts: int = 10, step_size: float | None = None, blackbox_n: int = 100,
-                     blackbox_queries: int = 1000, unbounded_n: int = 200, seed: int = 0, batch_size: int = 256,
+                     blackbox_queries: int = 1000, unbounded_n: int = 200, seed: int = 0,
+                     batch_size: int | BatchSize = 256,
                      device: torch.device | str = "cpu", progress: bool = True,
                      effort_n: int = 200) -> DefenseEvaluation:
     """Robust accuracy per eps under FGSM, PGD (CE), PGD (C&W margin) and their worst case, and every
     diagnostic. The black-box, unbounded and more-restarts checks run on the first blackbox_n /
     unbounded_n / effort_n samples (0 skips them)."""
     suite = attack_suite(steps, restarts, step_size, seed)
+    batch_size = as_batch_size(batch_size)  # one size for every loop: halved once, it stays halved
     robust = robust_accuracy(model, x, y, {k: f for k, (_, f) in suite.items()}, eps, batch_size, device, progress,
                              recheck=True)
     diagnostics = [check_single_step(robust), check_monotone(robust), check_gradients(model, x, y,
@@ -211,7 +217,7 @@ def evaluate_defense(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Se
     if blackbox_n and top > 0:
         worst = torch.stack(list(robust.broken_at.values())).amin(0)
         diagnostics.append(check_blackbox(model, x[:blackbox_n], y[:blackbox_n], worst[:blackbox_n], top,
-                                          blackbox_queries, seed=seed, device=device))
+                                          blackbox_queries, seed=seed, device=device, batch_size=batch_size))
     names = {k: name for k, (name, _) in suite.items()}
     diagnostics += masking_diagnostics(model, x, y, suite_outcomes(robust, names, single_step={"fgsm"}),
                                        robust_clean(robust), steps, effort_n, seed=seed, batch_size=batch_size,

@@ -33,7 +33,7 @@ from torch import nn
 from advlab.attacks import PGD
 from advlab.attacks.base import Cost
 from advlab.attacks.common import loss_gradient, margin
-from advlab.runtime import eval_mode
+from advlab.runtime import BatchSize, as_batch_size, eval_mode
 
 # Thresholds (docs/defenses.md, "Diagnostics that fire", says why each is where it is).
 SINGLE_STEP_KEEPS = 0.8  # the single step leaves at least this share of the clean accuracy ...
@@ -125,21 +125,22 @@ def check_single_step_gap(outcomes: Mapping[float, Sequence[AttackOutcome]], cle
                       f"{_points(s - it)} points, at eps {eps:g}).", evidence)
 
 
-def saturation_statistics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256,
+def saturation_statistics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int | BatchSize = 256,
                           device: torch.device | str = "cpu") -> dict:
     """On the correctly classified samples: the share whose float32 softmax is exactly one-hot, and the
     per-sample L1 norms of the input gradients of the cross-entropy and of the logit margin (medians)."""
-    one_hot, ce_norms, margin_norms, margins, correct = [], [], [], [], []
+    def one(s: slice) -> tuple[torch.Tensor, ...]:
+        xb, yb = x[s].to(device), y[s].to(device)
+        grad, logits, _ = loss_gradient(model, xb, yb, None, "ce", Cost())
+        margin_grad, _, _ = loss_gradient(model, xb, yb, None, "cw", Cost())
+        return ((F.softmax(logits.float(), 1).amax(1) == 1.0).cpu(), grad.flatten(1).abs().sum(1).cpu(),
+                margin_grad.flatten(1).abs().sum(1).cpu(), margin(logits, yb).cpu(), (logits.argmax(1) == yb).cpu())
+
     with eval_mode(model):
-        for start in range(0, len(x), batch_size):
-            xb, yb = x[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
-            grad, logits, _ = loss_gradient(model, xb, yb, None, "ce", Cost())
-            margin_grad, _, _ = loss_gradient(model, xb, yb, None, "cw", Cost())
-            one_hot.append((F.softmax(logits.float(), 1).amax(1) == 1.0).cpu())
-            ce_norms.append(grad.flatten(1).abs().sum(1).cpu())
-            margin_norms.append(margin_grad.flatten(1).abs().sum(1).cpu())
-            margins.append(margin(logits, yb).cpu())
-            correct.append((logits.argmax(1) == yb).cpu())
+        parts = as_batch_size(batch_size).map(one, len(x))
+    one_hot, ce_norms, margin_norms, margins, correct = ([p[i] for p in parts] for i in range(5))
+    if not parts:
+        return {"n": 0}
     ok = torch.cat(correct)
     if not ok.any():
         return {"n": 0}
@@ -149,7 +150,7 @@ def saturation_statistics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ba
             "zero_ce_gradient": _share(ce == 0), "median_logit_margin": float(torch.cat(margins)[ok].median())}
 
 
-def check_saturation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, batch_size: int = 256,
+def check_saturation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, batch_size: int | BatchSize = 256,
                      device: torch.device | str = "cpu") -> Diagnostic:
     """Saturated outputs: more than SATURATED_SHARE of the correctly classified samples have an exactly
     one-hot softmax, and the median first-order reach of the cross-entropy's gradient over the ball,
@@ -183,23 +184,26 @@ def check_saturation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: fl
 
 def _pgd_breaks(model, x, y, eps, steps, seed, loss, batch_size, device) -> torch.Tensor:
     attack = PGD(eps=eps, steps=steps, loss=loss, early_stop=True, seed=seed)
-    broken = []
-    for start in range(0, len(x), batch_size):
-        result = attack(model, x[start:start + batch_size].to(device), y[start:start + batch_size].to(device))
-        broken.append((result.adv_pred != result.labels).cpu())
+
+    def one(s: slice) -> torch.Tensor:
+        result = attack(model, x[s].to(device), y[s].to(device))
+        return (result.adv_pred != result.labels).cpu()
+
+    broken = as_batch_size(batch_size).map(one, len(x))
     return torch.cat(broken) if broken else torch.zeros(0, dtype=torch.bool)
 
 
 def check_more_effort(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int = 40,
-                      restarts: int = 5, loss: str = "ce", seed: int = 0, batch_size: int = 256,
+                      restarts: int = 5, loss: str = "ce", seed: int = 0, batch_size: int | BatchSize = 256,
                       device: torch.device | str = "cpu") -> Diagnostic:
     """PGD with 1, 2, ..., restarts random restarts (each on the samples the earlier ones left) and one
     run of 4 * steps, on (x, y): fires when the restarts or the longer run take more than
     MORE_EFFORT_GAIN off the accuracy of one run of `steps`. Accuracy that keeps falling with effort
     means the reported figure is a point on a falling curve, not a bound."""
+    batch_size = as_batch_size(batch_size)
     with torch.no_grad():
-        correct = torch.cat([model(x[s:s + batch_size].to(device)).argmax(1).cpu() == y[s:s + batch_size]
-                             for s in range(0, len(x), batch_size)]) if len(x) else torch.zeros(0, dtype=torch.bool)
+        correct = torch.cat(batch_size.map(lambda s: model(x[s].to(device)).argmax(1).cpu() == y[s], len(x))
+                            ) if len(x) else torch.zeros(0, dtype=torch.bool)
     robust = correct.clone()
     curve = []
     for r in range(restarts):
@@ -285,7 +289,7 @@ def effort_eps(outcomes: Mapping[float, Sequence[AttackOutcome]], floor: float =
 
 def masking_diagnostics(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                         outcomes: Mapping[float, Sequence[AttackOutcome]], clean: torch.Tensor, steps: int = 40,
-                        effort_n: int = 200, effort_restarts: int = 5, seed: int = 0, batch_size: int = 256,
+                        effort_n: int = 200, effort_restarts: int = 5, seed: int = 0, batch_size: int | BatchSize = 256,
                         device: torch.device | str = "cpu") -> list[Diagnostic]:
     """The four checks of this module on one model. outcomes: eps -> the suite's per-sample results;
     clean: per-sample clean correctness. The restart/step check runs on the first effort_n samples
@@ -293,6 +297,7 @@ def masking_diagnostics(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     positive = {e: o for e, o in outcomes.items() if e > 0 and o}
     if not positive:
         return []
+    batch_size = as_batch_size(batch_size)
     top = max(positive)
     stronger = [check_stronger_attack(o, e) for e, o in sorted(positive.items())]
     fired = [d for d in stronger if d.fired]

@@ -25,6 +25,7 @@ from advlab.attacks.physical.eot3d import texture_from_image
 from advlab.attacks.physical.render import Renderer, ViewDistribution, check_texture
 from advlab.data import ImageDataset
 from advlab.errors import AdvlabError
+from advlab.runtime import BatchSize, as_batch_size
 
 PHYSICAL_ATTACKS = ("fgsm", "pgd", "eot", "bim")
 DEFAULT_ATTACKS = ("fgsm", "pgd", "eot")
@@ -51,9 +52,11 @@ def physical_attack(name: str, eps: float, steps: int, samples: int, seed: int):
 
 
 def destruction_table(model, x, y, attacks: list[str], eps_values: list[float], steps: int, samples: int,
-                      seed: int, batch_size: int = 100, progress: bool = True) -> tuple[list[dict], dict]:
+                      seed: int, batch_size: int | BatchSize = 100, progress: bool = True) -> tuple[list[dict], dict]:
     """For each eps and attack: the adversarial batch and its destruction by PrintPhotoSimulation
-    (rows of measure_destruction's statistics; the adversarial batches keyed by (attack, eps))."""
+    (rows of measure_destruction's statistics; the adversarial batches keyed by (attack, eps)). An attack
+    batch that runs out of memory is retried at half the size (advlab.runtime.BatchSize)."""
+    batch = as_batch_size(batch_size)
     bad = [a for a in attacks if a not in PHYSICAL_ATTACKS]
     if not attacks or bad:
         raise AdvlabError(f"unknown attack {', '.join(bad) or repr(attacks)}; choose from "
@@ -63,9 +66,8 @@ def destruction_table(model, x, y, attacks: list[str], eps_values: list[float], 
     jobs = [(eps, name) for eps in eps_values for name in attacks]
     for eps, name in tqdm(jobs, desc="physical", disable=not progress, leave=False):
         attack = physical_attack(name, eps, steps, samples, seed)
-        adv = torch.cat([attack(model, x[i:i + batch_size], y[i:i + batch_size]).adv
-                         for i in range(0, len(x), batch_size)])
-        stats = measure_destruction(model, x, y, adv, lambda images: simulation(images, seed=seed))
+        adv = batch.cat(lambda s, attack=attack: attack(model, x[s], y[s]).adv, len(x))
+        stats = measure_destruction(model, x, y, adv, lambda images: simulation(images, seed=seed), batch)
         rows.append({"attack": name, "eps": eps, **stats,
                      "survives_photo": 1.0 - stats["photo_adv_accuracy"]})
         examples[(name, eps)] = adv
@@ -73,16 +75,20 @@ def destruction_table(model, x, y, attacks: list[str], eps_values: list[float], 
 
 
 def patch_sweep(model, train_x, train_y, test_x, test_y, target: int, sizes: list[float], steps: int, draws: int,
-                seed: int, progress: bool = True, lr: float = 0.05) -> tuple[list[dict], dict]:
-    """Train a patch per size; success on held-out images, digital and through the photo simulation."""
+                seed: int, progress: bool = True, lr: float = 0.05, batch_size: int | BatchSize = 500
+                ) -> tuple[list[dict], dict]:
+    """Train a patch per size; success on held-out images, digital and through the photo simulation
+    (those passes in batches that halve on out-of-memory; the patch's training batch is its recipe's)."""
+    batch = as_batch_size(batch_size)
     simulation = PrintPhotoSimulation()
     rows, patches = [], {}
     for size in sizes:
         trainer = UniversalPatch(target, size=size, steps=steps, lr=lr, seed=seed)
         patch = trainer.fit(model, train_x, train_y, progress=progress)
-        digital = patch_success_rate(model, patch, test_x, test_y, target, draws=draws, seed=seed + 1)
+        digital = patch_success_rate(model, patch, test_x, test_y, target, draws=draws, seed=seed + 1,
+                                     batch_size=batch)
         photo = patch_success_rate(model, patch, test_x, test_y, target, draws=draws, photo=simulation,
-                                   seed=seed + 1)
+                                   seed=seed + 1, batch_size=batch)
         rows.append({"size": size, "side": patch.shape[-1], **digital, "photo_success_rate": photo["success_rate"],
                      "photo_random_patch_rate": photo["random_patch_rate"], "final_loss": trainer.history[-1],
                      "cost": trainer.cost.to_dict()})

@@ -25,22 +25,14 @@ from tqdm import tqdm
 from advlab.attacks.base import Attack, AttackResult, Cost
 from advlab.errors import AdvlabError
 from advlab.evaluation.attack_run import attack_dataset
-from advlab.runtime import eval_mode
+from advlab.runtime import BatchSize, as_batch_size, eval_mode
 
 AttackFactory = Callable[[float], Attack]
 
 
-def _batches(x: torch.Tensor, batch_size: int):
-    for start in range(0, len(x), batch_size):
-        yield slice(start, start + batch_size)
-
-
-def _clean_logits(model: nn.Module, x: torch.Tensor, device, batch_size: int) -> torch.Tensor:
-    logits = []
+def _clean_logits(model: nn.Module, x: torch.Tensor, device, batch: BatchSize) -> torch.Tensor:
     with eval_mode(model), torch.no_grad():
-        for s in _batches(x, batch_size):
-            logits.append(model(x[s].to(device)).cpu())
-    return torch.cat(logits)
+        return batch.cat(lambda s: model(x[s].to(device)).cpu(), len(x))
 
 
 @dataclass
@@ -71,7 +63,7 @@ class RobustEvaluation:
 
 
 def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: dict[str, AttackFactory],
-                    eps: Sequence[float], batch_size: int = 256, device: torch.device | str = "cpu",
+                    eps: Sequence[float], batch_size: int | BatchSize = 256, device: torch.device | str = "cpu",
                     progress: bool = True, recheck: bool = False, warm_start: bool = True) -> RobustEvaluation:
     """Robust accuracy of `model` on (x, y) for each attack (a factory eps -> Attack) at each eps.
 
@@ -90,7 +82,8 @@ def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks:
     if not eps_sorted or not all(math.isfinite(e) and e >= 0 for e in eps_sorted):
         raise AdvlabError(f"eps must be a non-empty list of finite non-negative numbers, got {list(eps)}")
     device = torch.device(device)
-    clean_logits = _clean_logits(model, x, device, batch_size)
+    batch = as_batch_size(batch_size)  # halves on out-of-memory, shared by every loop below
+    clean_logits = _clean_logits(model, x, device, batch)
     correct = clean_logits.argmax(1) == y.cpu()
     warm_start = warm_start and not recheck
     accuracy: dict[str, list[float]] = {}
@@ -111,7 +104,9 @@ def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks:
                 warm = warm_start and getattr(attack, "accepts_start", False)
                 if warm and last is None:
                     last = x.clone()
-                for s in _batches(todo, batch_size):
+
+                def one(s: slice, attack=attack, warm=warm, e=e, survived=survived, broken_at=broken_at,
+                        cost=cost, last=last, last_eps=last_eps, todo=todo) -> None:
                     idx = todo[s]
                     start = None
                     if warm and last_eps > 0:  # the previous perturbation, stretched to this radius
@@ -127,6 +122,8 @@ def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks:
                     survived[idx[~hit]] = True
                     newly = idx[hit & (broken_at[idx] > e)]
                     broken_at[newly] = e
+
+                batch.map(one, len(todo))
                 if warm:
                     last_eps = e
             else:
@@ -188,7 +185,7 @@ class MinimalNormEvaluation:
 
 
 def minimal_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Attack, norm: str = "l2",
-                  batch_size: int = 256, device: torch.device | str = "cpu", progress: bool = True
+                  batch_size: int | BatchSize = 256, device: torch.device | str = "cpu", progress: bool = True
                   ) -> MinimalNormEvaluation:
     """Run a minimal-perturbation attack over (x, y) in batches and collect per-sample norms."""
     if norm not in ("l2", "linf", "l0"):

@@ -21,6 +21,7 @@ from advlab.errors import AdvlabError
 from advlab.evaluation.defense import DefenseEvaluation, evaluate_defense
 from advlab.evaluation.records import Record, RecordStore, data_sha256, model_hash, model_summary, recorded
 from advlab.evaluation.suite import SUITES, SuiteConfig, SuiteEvaluation, run_suite
+from advlab.runtime import BatchSize, as_batch_size
 
 PROTOCOL = "classic"  # FGSM, PGD-CE and PGD-C&W with restarts, per-sample worst case, the diagnostics
 
@@ -142,11 +143,14 @@ def _timed(compute) -> tuple[object, dict]:
 
 def evaluate_robustness(model: nn.Module, meta: dict, spec: str, x: torch.Tensor, y: torch.Tensor,
                         settings: EvaluationSettings, device: torch.device | str = "cpu", progress: bool = True,
-                        store: RecordStore | None = None, force: bool = False, data_hash: str | None = None
-                        ) -> RobustnessOutcome:
+                        store: RecordStore | None = None, force: bool = False, data_hash: str | None = None,
+                        batch: BatchSize | None = None) -> RobustnessOutcome:
     """Evaluate model (checkpoint spec, its metadata meta) on (x, y). Every protocol (classic, and the
     standard and rand suites under their own names) is taken from the evaluation records when they hold
-    it (unless force), else computed and recorded."""
+    it (unless force), else computed and recorded. batch: the run's BatchSize (default: a fresh one at
+    settings.batch_size); a batch that runs out of memory is retried at half the size, and the size the
+    run ended with is in batch.size. The records are keyed by settings.batch_size, the size asked for."""
+    batch = batch if batch is not None else as_batch_size(settings.batch_size)
     label = recipe_label(meta)
     device = torch.device(device)
     store = store if store is not None else RecordStore()
@@ -154,7 +158,7 @@ def evaluate_robustness(model: nn.Module, meta: dict, spec: str, x: torch.Tensor
     if settings.suite != "classic":
         def compute_suite() -> dict:
             ev, timing = _timed(lambda: run_suite(model, x, y, settings.radii, settings.norm, settings.suite,
-                                                  config=settings.suite_config(), batch_size=settings.batch_size,
+                                                  config=settings.suite_config(), batch_size=batch,
                                                   device=device, progress=progress, unbounded_n=settings.unbounded_n))
             return {"label": label, **ev.to_record(), **timing, "device": str(device)}
 
@@ -168,7 +172,7 @@ def evaluate_robustness(model: nn.Module, meta: dict, spec: str, x: torch.Tensor
         s = settings
         ev, timing = _timed(lambda: evaluate_defense(model, x, y, s.radii, s.steps, s.restarts, s.step_size,
                                                      s.blackbox_n, s.blackbox_queries, s.unbounded_n, s.seed,
-                                                     s.batch_size, device, progress, effort_n=s.effort_n))
+                                                     batch, device, progress, effort_n=s.effort_n))
         return {"label": label, **ev.to_record(), "wall_seconds": timing["wall_seconds"],
                 "cpu_seconds": timing["cpu_seconds"], "device": str(device), "threads": timing["threads"]}
 

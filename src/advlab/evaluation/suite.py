@@ -45,7 +45,7 @@ from advlab.attacks.blackbox.square import Square
 from advlab.attacks.fab import FAB
 from advlab.errors import AdvlabError
 from advlab.evaluation.defense import Diagnostic, check_gradients, check_unbounded
-from advlab.runtime import eval_mode
+from advlab.runtime import BatchSize, as_batch_size, eval_mode
 
 SUITES = ("classic", "standard", "rand")
 MEMBERS = {
@@ -235,7 +235,7 @@ def _build(member: str, eps: float, norm: str, cfg: SuiteConfig, eot: int):
 
 def run_suite(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Sequence[float], norm: str = "linf",
               suite: str = "standard", members: Sequence[str] | None = None, config: SuiteConfig | None = None,
-              batch_size: int = 500, device: torch.device | str = "cpu", progress: bool = True,
+              batch_size: int | BatchSize = 500, device: torch.device | str = "cpu", progress: bool = True,
               diagnostics: bool = True, unbounded_n: int = 200, keep_adversarial: bool = False) -> SuiteEvaluation:
     """The ensemble `suite` ("standard" or "rand") at each eps; members overrides the list of attacks
     (a subset, in order, e.g. to run one member alone on the same samples). keep_adversarial keeps the
@@ -259,8 +259,9 @@ def run_suite(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Sequence[
     eot = cfg.eot if suite == "rand" else 1
     n = len(x)
     model.eval()
+    batch = as_batch_size(batch_size)  # halves on out-of-memory, shared by every loop of the run
     with torch.no_grad():
-        clean_logits = torch.cat([model(x[s:s + batch_size].to(device)).cpu() for s in range(0, n, batch_size)])
+        clean_logits = batch.cat(lambda s: model(x[s].to(device)).cpu(), n)
     correct = clean_logits.argmax(1) == y.cpu()
     broken_eps = torch.where(correct, math.inf, 0.0).double()
     broken_by = ["" if c else "clean" for c in correct.tolist()]
@@ -291,10 +292,12 @@ def run_suite(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Sequence[
                     standing &= unconverged
                 fab_attacked += int(standing.sum())
             todo = standing.nonzero().squeeze(1)
-            bar = tqdm(range(0, len(todo), batch_size), desc=f"{DISPLAY[member]} eps {e:g}", disable=not progress,
-                       leave=False)
-            for s in bar:
-                idx = todo[s:s + batch_size]
+            bar = tqdm(total=len(todo), desc=f"{DISPLAY[member]} eps {e:g}", disable=not progress, leave=False,
+                       unit="image")
+
+            def one(s: slice, todo=todo, member=member, attack=attack, e=e, starts=starts, unconverged=unconverged,
+                    bar=bar) -> None:
+                idx = todo[s]
                 xb, yb = x[idx].to(device), y[idx].to(device)
                 if member == "square":
                     result = attack(LocalOracle(model), xb, yb)
@@ -323,33 +326,41 @@ def run_suite(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Sequence[
                     adversarial[rows] = result.adv.detach().cpu()[hit]
                 for r in rows.tolist():
                     broken_by[r] = DISPLAY[member]
+                bar.update(len(idx))
+
+            batch.map(one, len(todo))
+            bar.close()
             after[member].append((broken_eps > e).float().mean().item())
     ev = SuiteEvaluation(suite, norm, eps_sorted, n, correct, broken_eps, broken_by, step, grads, queries, adv_norm,
                          [DISPLAY[m] for m in members], {DISPLAY[m]: v for m, v in after.items()},
                          {DISPLAY[m]: c for m, c in costs.items()}, cfg, randomized, notes,
                          target_rank=ranks, fab_attacked=fab_attacked, adversarial=adversarial)
     if diagnostics:
-        ev.diagnostics = suite_diagnostics(model, x, y, ev, batch_size, device, unbounded_n)
+        ev.diagnostics = suite_diagnostics(model, x, y, ev, batch, device, unbounded_n)
     return ev
 
 
-def suite_diagnostics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ev: SuiteEvaluation, batch_size: int,
-                      device, unbounded_n: int = 200, tolerance: float = 0.01) -> list[Diagnostic]:
+def suite_diagnostics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ev: SuiteEvaluation,
+                      batch_size: int | BatchSize, device, unbounded_n: int = 200, tolerance: float = 0.01
+                      ) -> list[Diagnostic]:
     """The gradient-masking checks with an ensemble: the gradient statistics and the unbounded attack of
     advlab.evaluation.defense, single step against the first iterative member at the largest eps, and
     whether a later member (above all the gradient-free Square) broke what the first member left."""
     top = max(ev.eps)
+    batch_size = as_batch_size(batch_size)
     out = [check_gradients(model, x, y, batch_size=batch_size, device=device)]
     if unbounded_n:
         out.append(check_unbounded(model, x[:unbounded_n], y[:unbounded_n], batch_size=batch_size, device=device))
     first = ev.members[0]
     first_acc = ev.accuracy_after[first][-1]
     todo = ev.clean_correct.nonzero().squeeze(1)
-    fgsm_broken = 0
-    for s in range(0, len(todo), batch_size):
-        idx = todo[s:s + batch_size]
-        r = FGSM(eps=top, norm=ev.norm)(model, x[idx].to(device), y[idx].to(device))
-        fgsm_broken += int((r.adv_pred != r.labels).sum())
+    fgsm = FGSM(eps=top, norm=ev.norm)
+
+    def one(s: slice) -> int:
+        r = fgsm(model, x[todo[s]].to(device), y[todo[s]].to(device))
+        return int((r.adv_pred != r.labels).sum())
+
+    fgsm_broken = sum(batch_size.map(one, len(todo)))
     fgsm_acc = (len(todo) - fgsm_broken) / ev.n
     gap = fgsm_acc - first_acc
     fired = fgsm_acc < first_acc - tolerance

@@ -53,8 +53,11 @@ def default_checkpoint(device: torch.device | str = "cpu", data_dir: str | None 
 
 def build_lab(checkpoints: list[str] | None = None, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
               token: str | None = None, max_jobs: int = 2, max_upload_mb: float = 8.0, cache_models: bool = True,
-              data_dir: str | None = None, device: torch.device | str = "cpu"):
-    """(app, registry, token) for these settings, checked before any work; token 'random' makes one up."""
+              data_dir: str | None = None, device: torch.device | str = "cpu", options=None,
+              dataset: str | None = None):
+    """(app, registry, token) for these settings, checked before any work; token 'random' makes one up.
+    checkpoints may be any model specs; options (advlab.models.SpecOptions) and dataset (their test
+    images) apply to the specs that are not advlab checkpoints."""
     from advlab.lab.app import create_lab_app
     from advlab.lab.models import ModelRegistry
 
@@ -63,7 +66,8 @@ def build_lab(checkpoints: list[str] | None = None, host: str = "127.0.0.1", por
     if max_upload_mb <= 0:
         raise AdvlabError(f"--max-upload-mb must be positive, got {max_upload_mb}")
     paths = checkpoints or [default_checkpoint(device, data_dir)]
-    registry = ModelRegistry(paths, scan_cache=cache_models, device=device, data_dir=data_dir)
+    registry = ModelRegistry(paths, scan_cache=cache_models, device=device, data_dir=data_dir, options=options,
+                             dataset=dataset)
     app = create_lab_app(registry, token=token, max_jobs=max_jobs, max_upload_bytes=int(max_upload_mb * 2**20),
                          data_dir=data_dir)
     return app, registry, token

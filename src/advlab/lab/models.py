@@ -1,6 +1,10 @@
-"""The models the lab offers: checkpoints given at start, and those in advlab's model cache.
+"""The models the lab offers: checkpoints and other model specs given at start, and those in advlab's
+model cache.
 
-Checkpoints are listed from their metadata only; weights are loaded on first use and kept. The
+Checkpoints are listed from their metadata only; weights are loaded on first use and kept. Other
+specs (timm:NAME, PATH.py:FUNCTION, package.module:FUNCTION, TorchScript, ONNX; advlab.models.spec)
+are resolved at start, with one set of SpecOptions (--weights, --mean, ...) for all of them, and take
+their test images from the data set named for them (else uploads only). The
 test set of a model's data set is loaded once per data set (MNIST from the copy inside the package
 when nothing else is configured); a model whose data set cannot be found still takes uploads.
 """
@@ -15,10 +19,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from advlab.data import ImageDataset, load_dataset
+from advlab.data import ImageDataset, dataset_info, load_dataset
 from advlab.errors import AdvlabError
 from advlab.models import load_checkpoint
 from advlab.models.checkpoint import read_metadata
+from advlab.models.spec import SpecOptions, check_model_fits, load_spec, spec_kind
 from advlab.runtime import cache_dir
 
 
@@ -69,12 +74,16 @@ class ModelRegistry:
     """Checkpoints by id; the first one given is the default."""
 
     def __init__(self, paths: list[str | Path] = (), scan_cache: bool = True, device: torch.device | str = "cpu",
-                 data_dir: str | None = None) -> None:
+                 data_dir: str | None = None, options: SpecOptions | None = None, dataset: str | None = None) -> None:
         self.device = torch.device(device)
         self.data_dir = data_dir
         self.entries: dict[str, ModelEntry] = {}
         for path in paths:
-            self._add(Path(path), strict=True)
+            kind = spec_kind(str(path))
+            if kind not in (None, "advlab"):
+                self._add_spec(str(path), options, dataset)
+            else:
+                self._add(Path(path), strict=True)
         if scan_cache:
             for path in sorted((cache_dir() / "models").glob("*.safetensors")):
                 self._add(path, strict=False)
@@ -94,6 +103,19 @@ class ModelRegistry:
                 raise
             return  # a cache can hold autoencoders and half-written files of other runs: skip them
         entry = ModelEntry(model_id(path), path, meta)
+        self.entries.setdefault(entry.id, entry)
+
+    def _add_spec(self, spec: str, options: SpecOptions | None, dataset: str | None) -> None:
+        """A foreign model spec, resolved now (a mismatch is an error before the lab starts); its test
+        images come from `dataset` when given and of its shape."""
+        shape = None
+        if dataset and not dataset.startswith("folder:"):
+            shape = dataset_info(dataset)[:3]
+        module, info = load_spec(spec, options, self.device, shape)
+        meta = {**info.metadata(), "dataset": dataset}
+        if dataset:
+            check_model_fits(meta, load_dataset(dataset, "test", self.data_dir), spec)
+        entry = ModelEntry(model_id(Path(spec)), Path(spec), meta, model=module)
         self.entries.setdefault(entry.id, entry)
 
     def get(self, model: str | None) -> ModelEntry:

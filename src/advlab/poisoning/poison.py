@@ -26,8 +26,9 @@ from torch import nn
 
 from advlab.data import ImageDataset
 from advlab.errors import AdvlabError, check_range
-from advlab.models.inference import accuracy, predict_logits
+from advlab.models.inference import predict_logits
 from advlab.poisoning.triggers import Trigger
+from advlab.runtime import BatchSize
 
 DEFAULT_TARGET = "deer"
 
@@ -115,15 +116,17 @@ def triggered_test_set(test: ImageDataset, trigger: Trigger, target: str | int =
 
 
 def attack_success_rate(model: nn.Module, test: ImageDataset, trigger: Trigger, target: str | int = DEFAULT_TARGET,
-                        source: str | int | None = None, device: torch.device | str = "cpu") -> float:
+                        source: str | int | None = None, device: torch.device | str = "cpu",
+                        batch_size: int | BatchSize = 500) -> float:
     """Share of triggered test images of other classes (or the source) predicted as the target."""
     triggered = triggered_test_set(test, trigger, target, source)
-    predictions = predict_logits(model, triggered, device).argmax(1)
+    predictions = predict_logits(model, triggered, device, batch_size).argmax(1)
     return (predictions == test.class_index(target)).float().mean().item()
 
 
-def clean_accuracy(model: nn.Module, test: ImageDataset, device: torch.device | str = "cpu") -> float:
-    return accuracy(model, test, device)
+def clean_accuracy(model: nn.Module, test: ImageDataset, device: torch.device | str = "cpu",
+                   batch_size: int | BatchSize = 500) -> float:
+    return (predict_logits(model, test, device, batch_size).argmax(1) == test.labels).float().mean().item()
 
 
 def save_poisoned_folder(poisoned: PoisonedDataset, out: str | Path) -> Path:

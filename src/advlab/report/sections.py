@@ -29,6 +29,7 @@ from advlab.report.blackbox_figures import (
 from advlab.report.certify_figures import COHEN_CIFAR10, certified_accuracy_figure
 from advlab.report.figures import confusion_matrix_figure, image_grid_figure, training_curve_figure
 from advlab.report.run import RunDir
+from advlab.runtime import BatchSize
 
 
 def add_attack_section(run_dir: RunDir, model: nn.Module, classes: Sequence[str], x: torch.Tensor,
@@ -65,10 +66,10 @@ def add_attack_section(run_dir: RunDir, model: nn.Module, classes: Sequence[str]
 
 
 def add_clean_section(run_dir: RunDir, model: nn.Module, meta: dict, data: ImageDataset,
-                      device: torch.device | str, label: str) -> dict:
+                      device: torch.device | str, label: str, batch_size: int | BatchSize = 500) -> dict:
     """Clean accuracy of model on data (advlab.evaluation.evaluate_clean) with the confusion matrix and
     the per-class table; returns the evaluation as a dict. `advlab accuracy` and `advlab demo` use it."""
-    result = evaluate_clean(model, data, device)
+    result = evaluate_clean(model, data, device, batch_size)
     fig = confusion_matrix_figure(result.confusion, data.classes, run_dir.figure_path("confusion.png"),
                                   f"{label}: accuracy {result.accuracy:.4f}")
     table = {"columns": ["class", "accuracy", "images"],

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from advlab.attacks.base import Cost, attack_mode
 from advlab.attacks.physical.transforms import PrintPhotoTransforms
 from advlab.errors import AdvlabError, check_images, check_range
-from advlab.runtime import eval_mode
+from advlab.runtime import BatchSize, as_batch_size, eval_mode
 
 
 def train_patch(model: nn.Module, x: torch.Tensor, side: int, steps: int, lr: float, batch_size: int,
@@ -154,10 +154,12 @@ class UniversalPatch:
 @torch.no_grad()
 def patch_success_rate(model: nn.Module, patch: torch.Tensor, x: torch.Tensor, y: torch.Tensor, target: int,
                        draws: int = 5, rotation: float = 20.0, scale: tuple[float, float] = (0.8, 1.2),
-                       photo=None, seed: int = 1) -> dict:
+                       photo=None, seed: int = 1, batch_size: int | BatchSize = 500) -> dict:
     """Share of (image, placement) pairs predicted as target, over held-out images not of the target
     class and `draws` fresh placements each; photo (e.g. a PrintPhotoSimulation) is applied after
-    pasting when given. Also the same rate for a random patch of the same size, the baseline."""
+    pasting when given. Also the same rate for a random patch of the same size, the baseline. The
+    model's passes run in batches that halve on out-of-memory (advlab.runtime.BatchSize)."""
+    batch = as_batch_size(batch_size)
     check_images(x)
     keep = y.to(x.device) != target
     x = x[keep]
@@ -172,7 +174,7 @@ def patch_success_rate(model: nn.Module, patch: torch.Tensor, x: torch.Tensor, y
                 images, _ = place_patch(x, p, placement)
                 if photo is not None:
                     images = photo(images, seed=seed + draw) if _takes_seed(photo) else photo(images)
-                hit = (model(images).argmax(1) == target).sum().item()
+                hit = int(batch.cat(lambda s, images=images: model(images[s]).argmax(1) == target, n).sum())
                 if counter == "patch":
                     hits += hit
                 else:

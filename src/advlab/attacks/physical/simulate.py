@@ -18,7 +18,7 @@ from PIL import Image
 from torch import nn
 
 from advlab.errors import AdvlabError, check_images, check_range
-from advlab.runtime import eval_mode
+from advlab.runtime import BatchSize, as_batch_size, eval_mode
 
 
 @dataclass(frozen=True)
@@ -109,12 +109,15 @@ def destruction_rate(clean_correct: torch.Tensor, adv_correct: torch.Tensor,
 
 @torch.no_grad()
 def measure_destruction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, adv: torch.Tensor,
-                        transform, batch_size: int = 500) -> dict:
+                        transform, batch_size: int | BatchSize = 500) -> dict:
     """Destruction rate of adv under transform (a callable on batches, e.g. a PrintPhotoSimulation),
-    with the counts behind it and the accuracy on transformed clean images for reference."""
+    with the counts behind it and the accuracy on transformed clean images for reference. A forward pass
+    that runs out of memory is retried at half the batch (advlab.runtime.BatchSize)."""
+    batch = as_batch_size(batch_size)
+
     def predict(images):
-        with eval_mode(model):
-            return torch.cat([model(images[i:i + batch_size]).argmax(1) for i in range(0, len(images), batch_size)])
+        with eval_mode(model), torch.no_grad():
+            return batch.cat(lambda s: model(images[s]).argmax(1), len(images))
 
     photo_adv, photo_clean = transform(adv), transform(x)
     clean_ok, adv_ok = predict(x) == y, predict(adv) == y
