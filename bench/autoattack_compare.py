@@ -209,7 +209,8 @@ def main() -> None:
     x, y = x.to(args.device), y.to(args.device)
     clean = predict(model, x) == y
     suite, version = ("rand", "rand") if args.noise_sigma > 0 else ("standard", "standard")
-    out = {"model": args.model, "recipe": meta.get("recipe"), "dataset": args.dataset, "eps": args.eps,
+    out = {"model": args.model.replace(str(Path.home()), "~", 1),  # no machine path in the record
+           "recipe": meta.get("recipe"), "dataset": args.dataset, "eps": args.eps,
            "norm": args.norm, "n": args.n, "clean_accuracy": clean.float().mean().item(), "seed": args.seed,
            "noise_sigma": args.noise_sigma, "square": not args.no_square}
     skip = set(filter(None, args.skip.split(",")))

@@ -223,7 +223,8 @@ def main() -> None:
     whitebox = PGD(eps=args.eps, steps=100, step_size=2.5 * args.eps / 100, norm="linf", seed=0)(model, x, y)
     print(f"{args.name}: white-box PGD-100 success {float(whitebox.success.float().mean()):.3f} on {len(x)} images",
           flush=True)
-    out = {"model": args.name, "checkpoint": str(args.checkpoint), "test_accuracy": meta.get("test_accuracy"),
+    out = {"model": args.name, "checkpoint": str(args.checkpoint).replace(str(Path.home()), "~", 1),  # no machine path
+           "test_accuracy": meta.get("test_accuracy"),
            "images": len(x), "offset": args.offset, "eps": args.eps, "p_init": args.p_init,
            "whitebox_pgd100_success": float(whitebox.success.float().mean()),
            "init_evals": args.init_evals, "max_evals": args.max_evals,
