@@ -193,6 +193,8 @@ def main() -> None:
     p.add_argument("--noise-sigma", type=float, default=0.0,
                    help="evaluate the model with Gaussian noise of this sigma in every forward pass (randomized): "
                    "advlab's rand suite against AutoAttack's rand version")
+    p.add_argument("--autoattack-only", action="store_true",
+                   help="run only the official AutoAttack and save its verdicts (for a later --autoattack-from)")
     p.add_argument("--out", default="bench/results/autoattack_compare.json")
     args = p.parse_args()
     if args.device == "cpu":
@@ -215,7 +217,9 @@ def main() -> None:
            "noise_sigma": args.noise_sigma, "square": not args.no_square}
     skip = set(filter(None, args.skip.split(",")))
     ours = aa = None
-    if "advlab" in skip:
+    if args.autoattack_only:
+        skip |= {"advlab", "torchattacks"}
+    elif "advlab" in skip:
         skip.add("autoattack")  # the comparison needs both
     else:
         members = ["apgd-ce", "apgd-t", "fab-t"] if args.no_square and suite == "standard" else None
