@@ -20,7 +20,8 @@ from advlab.evaluation.suite import SuiteConfig, SuiteEvaluation, run_suite
 
 def test_schedules_fast_and_autoattack():
     fast, full = SuiteConfig(), SuiteConfig.autoattack()
-    assert (fast.targets, fast.fab, fast.square_queries, fast.steps) == (3, "off", 5000, 100)
+    assert (fast.targets, fast.fab, fast.square_queries, fast.steps, fast.rank_targets) == (5, "off", 5000, 100, "apgd-ce")
+    assert full.rank_targets == "clean"
     assert (full.targets, full.fab, full.square_queries, full.steps) == (9, "all", 5000, 100)
     assert SuiteConfig.schedule("autoattack", targets=None, seed=3) == SuiteConfig.autoattack(seed=3)
     assert SuiteConfig.schedule("fast", targets=5).targets == 5
@@ -158,3 +159,58 @@ def test_a_sample_with_an_exactly_zero_gradient_leaves_apgd_at_once():
     # a model with a gradient keeps iterating: all 100 steps on samples it cannot break (closed form)
     moving = APGD(eps=0.1, steps=100, loss="ce")(Linear(scale=0.01), x, y)
     assert not moving.success.any() and (moving.extra["gradient_calls"] == 101).all()
+
+
+def test_keyed_random_starts_do_not_depend_on_the_batch():
+    from advlab.attacks.base import ThreatModel
+
+    x = torch.rand(6, 1, 5, 5, generator=torch.Generator().manual_seed(2))
+    for norm, eps in (("linf", 0.1), ("l2", 0.5)):
+        threat = ThreatModel(norm, eps)
+        whole = threat.keyed_random_start(x, seed=0, salt=1)
+        part = threat.keyed_random_start(x[[4, 1]], seed=0, salt=1)
+        assert torch.equal(part, whole[[4, 1]])  # the same sample gets the same start in any batch
+        assert not torch.equal(whole, threat.keyed_random_start(x, seed=0, salt=2))
+        assert not torch.equal(whole, threat.keyed_random_start(x, seed=1, salt=1))
+        assert torch.equal(whole, threat.project(whole, x)) and not torch.equal(whole, x)
+
+
+def test_apgd_t_tries_targets_in_the_order_of_the_ranking_logits_and_from_fresh_starts(monkeypatch):
+    model = Linear()
+    x, y = images(4)
+    seen = []
+    original = APGDTargeted.run
+
+    def spy(self, model, x, y, target, cost, start=None, generator=None, aim=None):
+        seen.append((aim.clone(), start.clone()))
+        return original(self, model, x, y, target, cost, start, generator, aim)
+
+    monkeypatch.setattr(APGDTargeted, "run", spy)
+    attack = APGDTargeted(eps=0.05, steps=3, targets=3)
+    attack(model, x, y)  # nothing breaks (Linear's closed form): every target runs on every sample
+    assert [int(a[0]) for a, _ in seen] == [1, 2, 3]  # the clean logits' order, y = 0 excluded
+    assert not torch.equal(seen[0][1], seen[1][1]) and not torch.equal(seen[1][1], seen[2][1])
+    seen.clear()
+    order = torch.tensor([[0.0, 1, 2, 3, 4, 5, 6, 9, 8, 7]]).expand(4, 10)  # 7 first, then 8, then 9
+    attack(model, x, y, rank_logits=order)
+    assert [a.tolist() for a, _ in seen] == [[7] * 4, [8] * 4, [9] * 4]
+    with pytest.raises(AdvlabError, match="rank_logits"):
+        attack(model, x, y, rank_logits=order[:, :5])
+
+
+@pytest.mark.parametrize("ranking", ["clean", "apgd-ce"])
+def test_the_ensemble_is_never_above_a_member_alone_with_either_ranking(ranking, lenet_mnist, mnist_batch):
+    """With targets ranked by the clean logits, APGD-T in the ensemble runs each sample exactly as alone;
+    ranked where APGD-CE ended, it depends on APGD-CE, and the pair is what the ensemble contains."""
+    model, _, _ = lenet_mnist
+    x, y = mnist_batch
+    x, y = x[:24], y[:24]
+    cfg = SuiteConfig(steps=10, targets=2, square_queries=40, rank_targets=ranking)
+    ensemble = run_suite(model, x, y, [0.05, 0.1], config=cfg, progress=False, diagnostics=False)
+    members = [["apgd-ce"], ["apgd-t"] if ranking == "clean" else ["apgd-ce", "apgd-t"], ["square"]]
+    for chosen in members:
+        alone = run_suite(model, x, y, [0.05, 0.1], members=chosen, config=cfg, progress=False, diagnostics=False)
+        assert all(e <= a for e, a in zip(ensemble.robust_accuracy(), alone.robust_accuracy(), strict=True))
+        assert bool(((ensemble.broken_eps <= alone.broken_eps) | ~ensemble.clean_correct).all()), chosen
+    with pytest.raises(AdvlabError, match="target ranking"):
+        SuiteConfig(rank_targets="random")

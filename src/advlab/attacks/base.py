@@ -17,6 +17,8 @@ are returned unchanged and not attacked.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import struct
 import warnings
 from dataclasses import dataclass, field, fields
 
@@ -108,6 +110,23 @@ class ThreatModel:
         if self.eps == 0:
             return x.clone()
         return self.project(x + self.random_delta(x, generator), x)
+
+    def keyed_random_start(self, x: torch.Tensor, seed: int, salt: int = 0) -> torch.Tensor:
+        """A random start like ``random_start``, each sample's drawn from a generator seeded by its own
+        pixels, seed and salt: a sample gets the same start whichever batch it is in and whichever
+        samples were dropped before (the ensemble attacks only the survivors of earlier attacks, and a
+        member run alone must start each sample where the ensemble does). Different salts give
+        independent starts (APGD-T: one per target class)."""
+        if self.eps == 0:
+            return x.clone()
+        pixels = x.detach().to("cpu", torch.float32).contiguous()
+        delta = torch.empty(x.shape, dtype=x.dtype)
+        for i in range(len(x)):
+            key = hashlib.blake2b(pixels[i].numpy().tobytes(), digest_size=8,
+                                  salt=struct.pack("<qq", int(seed), int(salt))[:16]).digest()
+            generator = torch.Generator().manual_seed(int.from_bytes(key, "little") >> 1)
+            delta[i] = self.random_delta(pixels[i:i + 1].to(x.dtype), generator)[0]
+        return self.project(x + delta.to(x.device), x)
 
     def enforce(self, adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """The final guard: the returned perturbation respects its bound exactly, despite float rounding.
@@ -255,13 +274,16 @@ class Attack:
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                  target: torch.Tensor | int | None = None, start: torch.Tensor | None = None,
-                 clean_logits: torch.Tensor | None = None) -> AttackResult:
+                 clean_logits: torch.Tensor | None = None, rank_logits: torch.Tensor | None = None) -> AttackResult:
         """Attack the batch x (labels y; target classes for a targeted attack).
 
         start: a point per sample to start from instead of the attack's own start (attacks with
         ``accepts_start``; e.g. the adversarial examples found at a smaller eps, which lie in the larger
         ball); it is projected onto this attack's ball and the box first. clean_logits: the model's
         logits on x when the caller already has them (saves one forward pass over the batch).
+        rank_logits: for attacks that try several target classes in turn (``ranks_targets``), the logits
+        whose order ranks the targets, most likely wrong class first (default: the clean logits; the
+        ensemble passes the logits where APGD-CE ended).
         """
         check_images(x)
         check_labels(y, x.shape[0])
@@ -277,8 +299,10 @@ class Attack:
             if start.shape != x.shape:
                 raise AdvlabError(f"start has shape {tuple(start.shape)}; it must match the images, {tuple(x.shape)}")
             start = start.to(x.device, x.dtype)
-        if clean_logits is not None and clean_logits.shape[0] != x.shape[0]:
-            raise AdvlabError(f"clean_logits has {clean_logits.shape[0]} rows for {x.shape[0]} images")
+        for name, logits in (("clean_logits", clean_logits), ("rank_logits", rank_logits)):
+            if logits is not None and (logits.dim() != 2 or logits.shape[0] != x.shape[0]):
+                raise AdvlabError(f"{name} has shape {tuple(logits.shape)}; it must be one row of logits per image, "
+                                  f"{x.shape[0]} rows")
         with attack_mode(model):
             cost = Cost()
             if clean_logits is None:
@@ -290,7 +314,12 @@ class Attack:
             check_labels(y, x.shape[0], num_classes)
             if target is not None:
                 check_labels(target, x.shape[0], num_classes, name="target classes")
-            adv = self._perturb_unfinished(model, x, y, target, clean_logits.argmax(1), cost, start).detach()
+            if rank_logits is not None and rank_logits.shape[1] != num_classes:
+                raise AdvlabError(f"rank_logits has {rank_logits.shape[1]} classes; the model has {num_classes}")
+            ranking = None
+            if self.ranks_targets:
+                ranking = (clean_logits if rank_logits is None else rank_logits.to(x.device).float())
+            adv = self._perturb_unfinished(model, x, y, target, clean_logits.argmax(1), cost, start, ranking).detach()
             # judged in float32 even when the attack's own passes ran under bf16 autocast
             with torch.no_grad(), full_precision(x.device):
                 adv_pred = model(adv).argmax(1)
@@ -302,15 +331,20 @@ class Attack:
 
     #: Whether perturb takes ``start`` (a point per sample to begin from).
     accepts_start = False
+    #: Whether perturb takes ``rank_logits`` (the order in which to try target classes).
+    ranks_targets = False
 
     def _perturb_unfinished(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
-                            clean_pred: torch.Tensor, cost: Cost, start: torch.Tensor | None = None) -> torch.Tensor:
+                            clean_pred: torch.Tensor, cost: Cost, start: torch.Tensor | None = None,
+                            rank_logits: torch.Tensor | None = None) -> torch.Tensor:
         """Samples already misclassified (untargeted) or already in the target class are returned
         unchanged and never attacked: their work would be wasted and their norm is 0."""
         def perturb(rows: torch.Tensor | None) -> torch.Tensor:  # the attack on some rows (None: all)
             def pick(t):
                 return t if t is None or rows is None else t[rows]
             extra = {} if start is None else {"start": pick(start)}  # only attacks that accept one get it
+            if rank_logits is not None:
+                extra["rank_logits"] = pick(rank_logits)
             return self.perturb(model, pick(x), pick(y), pick(target), cost, **extra)
 
         finished = clean_pred == target if target is not None else clean_pred != y

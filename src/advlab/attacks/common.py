@@ -84,7 +84,12 @@ def ranked_wrong_classes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cos
     FAB-T try their targets (Croce & Hein 2020, section 4)."""
     clean = model(x)
     cost.forward += len(x)
-    return clean, clean.scatter(1, y[:, None], float("-inf")).argsort(1, descending=True)
+    return clean, wrong_classes_by(clean, y)
+
+
+def wrong_classes_by(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per sample, the classes other than y, ordered by the logits, highest first (y itself last)."""
+    return logits.scatter(1, y[:, None], float("-inf")).argsort(1, descending=True)
 
 
 def batch_view(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
