@@ -20,7 +20,8 @@ from advlab.evaluation.suite import SuiteConfig, SuiteEvaluation, run_suite
 
 def test_schedules_fast_and_autoattack():
     fast, full = SuiteConfig(), SuiteConfig.autoattack()
-    assert (fast.targets, fast.fab, fast.square_queries, fast.steps, fast.rank_targets) == (5, "off", 5000, 100, "apgd-ce")
+    assert (fast.targets, fast.fab, fast.rank_targets) == (5, "off", "apgd-ce")
+    assert (fast.square_queries, fast.steps) == (5000, 100)
     assert full.rank_targets == "clean"
     assert (full.targets, full.fab, full.square_queries, full.steps) == (9, "all", 5000, 100)
     assert SuiteConfig.schedule("autoattack", targets=None, seed=3) == SuiteConfig.autoattack(seed=3)

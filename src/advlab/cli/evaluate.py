@@ -72,8 +72,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eps", type=float_list, default=None, help="comma-separated radii (default 0.1,0.2,0.3 for "
                    "L-inf; 0.5 on CIFAR-10 and 2.0 on MNIST for L2)")
     p.add_argument("--schedule", default="fast", choices=SCHEDULES,
-                   help="standard suite's budget: fast (default: APGD-T toward the 5 classes ranked highest where APGD-CE "
-                   "ended, a fresh start each, no FAB-T) or autoattack (the authors': 9 targets, FAB-T on every remaining sample)")
+                   help="standard suite's budget: fast (default: APGD-T toward the 5 classes ranked highest where "
+                   "APGD-CE ended, a fresh start each, no FAB-T) or autoattack (the authors': 9 targets, FAB-T on "
+                   "every remaining sample)")
     p.add_argument("--targets", type=positive_int, default=None,
                    help="target classes of APGD-T and FAB-T (default: the schedule's, 5 or 9)")
     p.add_argument("--fab", default=None, choices=FAB_MODES,
