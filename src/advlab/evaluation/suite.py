@@ -77,6 +77,10 @@ class SuiteConfig:
     square_p_init: float = 0.8
     eot: int = 20
     seed: int = 0
+    # rand suite: steps in a row whose averaged logits must be misclassified before a sample leaves APGD early
+    confirm: int = 1
+    # rand suite: fresh forward passes (no gradient) that judge each returned point; 0: one pass, as before
+    verdict_draws: int = 20
 
     def __post_init__(self) -> None:
         if self.fab not in FAB_MODES:
@@ -220,10 +224,11 @@ class SuiteEvaluation:
 
 
 def _build(member: str, eps: float, norm: str, cfg: SuiteConfig, eot: int):
+    confirm = cfg.confirm if eot > 1 else 1
     if member == "apgd-ce":
-        return APGD(eps=eps, norm=norm, steps=cfg.steps, loss="ce", eot=eot, seed=cfg.seed)
+        return APGD(eps=eps, norm=norm, steps=cfg.steps, loss="ce", eot=eot, seed=cfg.seed, confirm=confirm)
     if member == "apgd-dlr":
-        return APGD(eps=eps, norm=norm, steps=cfg.steps, loss="dlr", eot=eot, seed=cfg.seed)
+        return APGD(eps=eps, norm=norm, steps=cfg.steps, loss="dlr", eot=eot, seed=cfg.seed, confirm=confirm)
     if member == "apgd-t":
         return APGDTargeted(eps=eps, norm=norm, steps=cfg.steps, targets=cfg.targets, seed=cfg.seed)
     if member == "fab-t":
@@ -231,6 +236,14 @@ def _build(member: str, eps: float, norm: str, cfg: SuiteConfig, eot: int):
     if member == "square":
         return Square(eps=eps, norm=norm, max_queries=cfg.square_queries, p_init=cfg.square_p_init, seed=cfg.seed)
     raise AdvlabError(f"unknown suite member {member!r}; choose from {', '.join(DISPLAY)}")
+
+
+def averaged_logits(model: nn.Module, x: torch.Tensor, draws: int) -> torch.Tensor:
+    """The logits averaged over `draws` forward passes (of a randomized model: fresh draws)."""
+    total = model(x)
+    for _ in range(draws - 1):
+        total = total + model(x)
+    return total / draws
 
 
 def run_suite(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Sequence[float], norm: str = "linf",
@@ -257,11 +270,17 @@ def run_suite(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Sequence[
                      f"(APGD-CE and APGD-DLR with EOT over {cfg.eot} draws) replaces the standard one")
     members = list(members) if members is not None else list(MEMBERS[suite])
     eot = cfg.eot if suite == "rand" else 1
+    # a randomized model is judged by the logits averaged over fresh draws (clean and attacked alike), not by
+    # one draw: one draw's verdict is itself random, and the first point whose noisy estimate crossed the
+    # boundary is often classified right again by the next draws
+    draws = cfg.verdict_draws if suite == "rand" and randomized and cfg.verdict_draws > 0 else 1
+    if draws > 1:
+        notes.append(f"verdict: the logits averaged over {draws} fresh draws of the model at each returned point")
     n = len(x)
     model.eval()
     batch = as_batch_size(batch_size)  # halves on out-of-memory, shared by every loop of the run
     with torch.no_grad():
-        clean_logits = batch.cat(lambda s: model(x[s].to(device)).cpu(), n)
+        clean_logits = batch.cat(lambda s: averaged_logits(model, x[s].to(device), draws).cpu(), n)
     correct = clean_logits.argmax(1) == y.cpu()
     broken_eps = torch.where(correct, math.inf, 0.0).double()
     broken_by = ["" if c else "clean" for c in correct.tolist()]
@@ -314,7 +333,12 @@ def run_suite(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Sequence[
                         unconverged[idx] = result.extra["rising"].cpu()
                     costs[member].forward += result.cost.forward
                     costs[member].backward += result.cost.backward
-                hit = (result.adv_pred != result.labels).cpu()
+                if draws > 1:
+                    with torch.no_grad():
+                        hit = (averaged_logits(model, result.adv, draws).argmax(1) != result.labels).cpu()
+                    costs[member].forward += len(idx) * draws
+                else:
+                    hit = (result.adv_pred != result.labels).cpu()
                 size = result.norms[norm].cpu()
                 rows = idx[hit]
                 broken_eps[rows] = e
