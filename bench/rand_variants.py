@@ -28,30 +28,25 @@ from advlab.evaluation.suite import SuiteConfig, run_suite  # noqa: E402
 from advlab.models import load_checkpoint  # noqa: E402
 from autoattack_compare import Counter, NoisyModel, predict, randomized_verdicts  # noqa: E402
 
-BOTH = ("apgd-ce", "apgd-dlr")
-CE = ("apgd-ce",)
-DLR = ("apgd-dlr",)
-# name -> (SuiteConfig overrides, members)
-VARIANTS = {
-    "before": ({"eot": 20, "confirm": 1, "verdict_draws": 0}, BOTH),  # the suite as it was (one-draw verdict)
-    "eot20-confirm1": ({"eot": 20, "confirm": 1}, BOTH),
-    "eot20-confirm5": ({"eot": 20, "confirm": 5}, BOTH),
-    "eot20-confirm200": ({"eot": 20, "confirm": 200}, BOTH),  # never leaves early: the authors' behaviour
-    "eot10-confirm5": ({"eot": 10, "confirm": 5}, BOTH),
-    "eot5-confirm5": ({"eot": 5, "confirm": 5}, BOTH),
-    "eot5-confirm10": ({"eot": 5, "confirm": 10}, BOTH),
-    "eot5-confirm200": ({"eot": 5, "confirm": 200}, BOTH),
-    "eot4-confirm5": ({"eot": 4, "confirm": 5}, BOTH),
-    "eot4-confirm10": ({"eot": 4, "confirm": 10}, BOTH),
-    "eot4-confirm200": ({"eot": 4, "confirm": 200}, BOTH),
-    "eot2-confirm10": ({"eot": 2, "confirm": 10}, BOTH),
-    "eot8-ce-confirm10": ({"eot": 8, "confirm": 10}, CE),
-    "eot5-ce-confirm10": ({"eot": 5, "confirm": 10}, CE),
-    "eot5-dlr-confirm10": ({"eot": 5, "confirm": 10}, DLR),
-    "eot8-dlr-confirm10": ({"eot": 8, "confirm": 10}, DLR),
-    "eot10-ce-confirm10": ({"eot": 10, "confirm": 10}, CE),
-    "eot20-ce-confirm200": ({"eot": 20, "confirm": 200}, CE),
-}
+MEMBERS = {"both": ("apgd-ce", "apgd-dlr"), "ce": ("apgd-ce",), "dlr": ("apgd-dlr",)}
+
+
+def variant(name: str) -> tuple[dict, tuple[str, ...]]:
+    """NAME -> (SuiteConfig overrides, members). "before": the suite as it was (EOT 20, first crossing,
+    one-draw verdict); "eot{K}-{both|ce|dlr}-confirm{C}": EOT over K draws, the members, a sample leaves
+    after C steps in a row misclassified by the averaged logits (C larger than the steps: never early),
+    verdict by the logits averaged over 20 fresh draws; "-best": the returned image of a sample that stays
+    robust is the attack's most damaging point, not the clean image (SuiteConfig.keep_best_point)."""
+    if name == "before":
+        return {"eot": 20, "confirm": 1, "verdict_draws": 0}, MEMBERS["both"]
+    try:
+        eot, members, confirm, *best = name.split("-")
+        if best not in ([], ["best"]):
+            raise ValueError(name)
+        return {"eot": int(eot.removeprefix("eot")), "confirm": int(confirm.removeprefix("confirm")),
+                "keep_best_point": bool(best)}, MEMBERS[members]
+    except (ValueError, KeyError):
+        raise SystemExit(f"unknown variant {name!r}: before, or eot{{K}}-{{both|ce|dlr}}-confirm{{C}}[-best]") from None
 
 
 def main() -> None:
@@ -63,7 +58,7 @@ def main() -> None:
     p.add_argument("--noise-sigma", type=float, default=0.3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=100)
-    p.add_argument("--variants", required=True, help="comma-separated names: " + ", ".join(VARIANTS))
+    p.add_argument("--variants", required=True, help="comma-separated names (variant())")
     p.add_argument("--autoattack-from", default=None, metavar="JSON",
                    help="an output of bench/autoattack_compare.py with the official AutoAttack's rand version")
     p.add_argument("--out", required=True)
@@ -90,7 +85,7 @@ def main() -> None:
     if Path(args.out).exists():
         out["variants"] = json.loads(Path(args.out).read_text()).get("variants", {})
     for name in args.variants.split(","):
-        overrides, members = VARIANTS[name]
+        overrides, members = variant(name)
         torch.manual_seed(args.seed)
         counter.reset()
         cfg = SuiteConfig(steps=args.steps, seed=args.seed, **overrides)

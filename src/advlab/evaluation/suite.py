@@ -81,6 +81,9 @@ class SuiteConfig:
     confirm: int = 1
     # rand suite: fresh forward passes (no gradient) that judge each returned point; 0: one pass, as before
     verdict_draws: int = 20
+    # rand suite with keep_adversarial: keep the most damaging point (largest share of the verdict's draws
+    # misclassifying it) also for a sample that stays robust, instead of its clean image
+    keep_best_point: bool = False
 
     def __post_init__(self) -> None:
         if self.fab not in FAB_MODES:
@@ -240,10 +243,21 @@ def _build(member: str, eps: float, norm: str, cfg: SuiteConfig, eot: int):
 
 def averaged_logits(model: nn.Module, x: torch.Tensor, draws: int) -> torch.Tensor:
     """The logits averaged over `draws` forward passes (of a randomized model: fresh draws)."""
-    total = model(x)
-    for _ in range(draws - 1):
-        total = total + model(x)
-    return total / draws
+    return fresh_draws(model, x, None, draws)[0]
+
+
+def fresh_draws(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, draws: int
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The logits averaged over `draws` forward passes and, with labels y, the share of the passes that
+    misclassify each sample (its estimated probability of being misclassified by one draw)."""
+    total, wrong = None, None
+    for _ in range(draws):
+        logits = model(x)
+        total = logits if total is None else total + logits
+        if y is not None:
+            miss = (logits.argmax(1) != y).float()
+            wrong = miss if wrong is None else wrong + miss
+    return total / draws, None if wrong is None else wrong / draws
 
 
 def run_suite(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Sequence[float], norm: str = "linf",
@@ -291,6 +305,7 @@ def run_suite(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Sequence[
     ranks = torch.zeros(n, dtype=torch.long)
     fab_attacked = 0
     adversarial = x.detach().cpu().clone() if keep_adversarial else None
+    best_share = torch.zeros(n)  # rand suite: share of fresh draws that misclassify the point kept
     costs = {m: Cost() for m in members}
     after: dict[str, list[float]] = {m: [] for m in members}
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -335,8 +350,15 @@ def run_suite(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Sequence[
                     costs[member].backward += result.cost.backward
                 if draws > 1:
                     with torch.no_grad():
-                        hit = (averaged_logits(model, result.adv, draws).argmax(1) != result.labels).cpu()
+                        mean_logits, share = fresh_draws(model, result.adv, result.labels, draws)
+                    hit, share = (mean_logits.argmax(1) != result.labels).cpu(), share.cpu()
                     costs[member].forward += len(idx) * draws
+                    if adversarial is not None and cfg.keep_best_point:
+                        # where the averaged logits stay right, the point that most draws misclassify is still
+                        # the attack's best: kept (a later member's point replaces it only if more damaging)
+                        gain = ~hit & (share > best_share[idx])
+                        adversarial[idx[gain]] = result.adv.detach().cpu()[gain]
+                        best_share[idx[gain]] = share[gain]
                 else:
                     hit = (result.adv_pred != result.labels).cpu()
                 size = result.norms[norm].cpu()
