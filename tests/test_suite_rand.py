@@ -85,6 +85,10 @@ def test_rand_suite_records_judge_by_fresh_draws():
     assert cost.forward >= cost.backward + 8 * 20
 
 
-def test_confirm_must_be_a_positive_integer():
+def test_bad_rand_settings_are_refused():
     with pytest.raises(AdvlabError, match="confirm"):
         APGD(eot=4, confirm=0)
+    with pytest.raises(AdvlabError, match="rand suite members"):
+        SuiteConfig(rand_members=("apgd-t",))
+    with pytest.raises(AdvlabError, match="verdict_draws"):
+        SuiteConfig(verdict_draws=-1)
