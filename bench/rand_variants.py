@@ -38,7 +38,7 @@ def variant(name: str) -> tuple[dict, tuple[str, ...]]:
     verdict by the logits averaged over 20 fresh draws; "-best": the returned image of a sample that stays
     robust is the attack's most damaging point, not the clean image (SuiteConfig.keep_best_point)."""
     if name == "before":
-        return {"eot": 20, "confirm": 1, "verdict_draws": 0}, MEMBERS["both"]
+        return {"eot": 20, "confirm": 1, "verdict_draws": 0, "keep_best_point": False}, MEMBERS["both"]
     try:
         eot, members, confirm, *best = name.split("-")
         if best not in ([], ["best"]):

@@ -78,7 +78,14 @@ def test_rand_suite_records_judge_by_fresh_draws():
     assert broken == [True] * 4 + [False] * 4
     assert ev.robust_accuracy() == [0.5]
     assert (expected_margin(ev.adversarial[:4]) < -0.8).all()
-    assert torch.equal(ev.adversarial[4:], x[4:])  # the clean image where nothing broke it
+    # where nothing broke it, the attack's most damaging point (expected margin +1.0 at best, 4.2 clean), which
+    # single draws misclassify about one time in six
+    assert (expected_margin(ev.adversarial[4:]) < 2.0).all()
+    torch.manual_seed(0)
+    cfg.keep_best_point = False
+    clean = run_suite(NoisyLinear(), x, y, [EPS], suite="rand", config=cfg, progress=False, diagnostics=False,
+                      keep_adversarial=True)
+    assert torch.equal(clean.adversarial[4:], x[4:])  # the clean image, as AutoAttack returns
     assert any("fresh draws" in note for note in ev.notes)
     # the verdict's forward passes are counted, apart from the gradient calls
     cost = ev.cost["APGD-CE"]

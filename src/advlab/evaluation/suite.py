@@ -92,8 +92,9 @@ class SuiteConfig:
     verdict_draws: int = 20
     rand_members: tuple[str, ...] = ("apgd-ce",)
     # rand suite with keep_adversarial: keep the most damaging point (largest share of the verdict's draws
-    # misclassifying it) also for a sample that stays robust, instead of its clean image
-    keep_best_point: bool = False
+    # misclassifying it) also for a sample that stays robust, instead of its clean image: a randomized model
+    # misclassifies it with that probability, which the expected accuracy over draws counts
+    keep_best_point: bool = True
 
     def __post_init__(self) -> None:
         if self.fab not in FAB_MODES:
@@ -161,7 +162,8 @@ class SuiteEvaluation:
     diagnostics: list[Diagnostic] = field(default_factory=list)
     target_rank: torch.Tensor | None = None  # APGD-T / FAB-T: rank of the target that broke it (1: most likely)
     fab_attacked: int = 0  # samples FAB-T ran on (with fab="unconverged", those APGD-T did not converge on)
-    # with keep_adversarial: the image that broke each sample, the clean image where none did (as AutoAttack returns)
+    # with keep_adversarial: the image that broke each sample, the clean image where none did (as AutoAttack returns;
+    # the rand suite with keep_best_point: the most damaging point found instead of the clean image)
     adversarial: torch.Tensor | None = None
 
     @property
@@ -283,7 +285,8 @@ def run_suite(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Sequence[
               diagnostics: bool = True, unbounded_n: int = 200, keep_adversarial: bool = False) -> SuiteEvaluation:
     """The ensemble `suite` ("standard" or "rand") at each eps; members overrides the list of attacks
     (a subset, in order, e.g. to run one member alone on the same samples). keep_adversarial keeps the
-    image that broke each sample (at the smallest eps that broke it) in ``adversarial``."""
+    image that broke each sample (at the smallest eps that broke it) in ``adversarial`` (the rand suite with
+    ``config.keep_best_point``: for a sample that stays robust, the point most fresh draws misclassified)."""
     if suite not in MEMBERS:
         raise AdvlabError(f"unknown suite {suite!r}; choose one of {', '.join(SUITES)}")
     cfg = config or SuiteConfig()
