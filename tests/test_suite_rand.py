@@ -79,8 +79,9 @@ def test_rand_suite_records_judge_by_fresh_draws():
     assert ev.robust_accuracy() == [0.5]
     assert (expected_margin(ev.adversarial[:4]) < -0.8).all()
     # where nothing broke it, the attack's most damaging point (expected margin +1.0 at best, 4.2 clean), which
-    # single draws misclassify about one time in six
-    assert (expected_margin(ev.adversarial[4:]) < 2.0).all()
+    # single draws misclassify about one time in six (kept when at least one of the 20 verdict draws did: each
+    # image about 97 times in 100)
+    assert (expected_margin(ev.adversarial[4:]) < 2.0).sum() >= 2
     torch.manual_seed(0)
     cfg.keep_best_point = False
     clean = run_suite(NoisyLinear(), x, y, [EPS], suite="rand", config=cfg, progress=False, diagnostics=False,
