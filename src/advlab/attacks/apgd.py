@@ -14,7 +14,9 @@ What differs from the authors' code, to spend fewer gradients at the same streng
 - APGDTargeted ranks the target classes by the clean logits (most likely wrong class first, as the
   authors do) and runs each next target only on the samples the previous targets left.
 - eot > 1 averages the gradient (and the loss) over that many forward passes of a randomized model
-  (expectation over transformation, Athalye et al. 2018; AutoAttack's "rand" version uses 20).
+  (expectation over transformation, Athalye et al. 2018; AutoAttack's "rand" version uses 20). Then one
+  misclassified average is a noisy verdict: a sample leaves only after `confirm` steps in a row met the goal,
+  and the point returned is the latest iterate that met it (the authors' code keeps the latest too).
 - with eot = 1 (a deterministic model) a sample at a fixed point of the iteration leaves the batch: its
   gradient exactly zero (a saturated softmax), no momentum and no better point to restart from, so every
   remaining iteration would repeat the same point. Its verdict is the full run's, at one gradient call.
