@@ -14,7 +14,9 @@ What differs from the authors' code, to spend fewer gradients at the same streng
 - APGDTargeted ranks the target classes by the clean logits (most likely wrong class first, as the
   authors do) and runs each next target only on the samples the previous targets left.
 - eot > 1 averages the gradient (and the loss) over that many forward passes of a randomized model
-  (expectation over transformation, Athalye et al. 2018; AutoAttack's "rand" version uses 20).
+  (expectation over transformation, Athalye et al. 2018; AutoAttack's "rand" version uses 20). Then one
+  misclassified average is a noisy verdict: a sample leaves only after `confirm` steps in a row met the goal,
+  and the point returned is the latest iterate that met it (the authors' code keeps the latest too).
 - with eot = 1 (a deterministic model) a sample at a fixed point of the iteration leaves the batch: its
   gradient exactly zero (a saturated softmax), no momentum and no better point to restart from, so every
   remaining iteration would repeat the same point. Its verdict is the full run's, at one gradient call.
@@ -115,7 +117,7 @@ class APGD(Attack):
 
     def __init__(self, eps: float = 0.3, norm: str = "linf", steps: int = 100, loss: str = "ce", restarts: int = 1,
                  rho: float = 0.75, momentum: float = 0.75, eot: int = 1, early_stop: bool = True,
-                 random_start: bool = True, seed: int | None = 0) -> None:
+                 random_start: bool = True, seed: int | None = 0, confirm: int = 1) -> None:
         self.threat = ThreatModel(norm, eps)
         if loss not in APGD_LOSSES:
             raise AdvlabError(f"unknown APGD loss {loss!r}; choose one of {', '.join(APGD_LOSSES)}")
@@ -128,6 +130,8 @@ class APGD(Attack):
         self.early_stop = bool(early_stop)
         self.random_start = bool(random_start)
         self.seed = seed
+        # eot > 1: the steps in a row whose averaged logits must meet the goal before a sample leaves early
+        self.confirm = check_positive_int(confirm, "confirm")
         self.checkpoints = step_checkpoints(self.steps)
 
 
@@ -182,6 +186,9 @@ class APGD(Attack):
         success |= hit
         broke_at[hit] = 0
         best_adv = adv.clone()  # the adversarial point (successes) or the point of highest loss
+        # eot > 1: steps in a row whose averaged logits met the goal (a randomized model: one noisy crossing is
+        # not a verdict, so the sample stays until `confirm` steps in a row agree)
+        streak = hit.long()
         # per-sample state; `active` indexes the samples still iterating
         x_cur, x_prev = adv.clone(), adv.clone()
         f_cur, f_max = loss.clone(), loss.clone()
@@ -191,7 +198,10 @@ class APGD(Attack):
         increases = torch.zeros(n, device=x.device)
         f_max_at_check = f_max.clone()
         halved_at_check = torch.zeros(n, dtype=torch.bool, device=x.device)  # w_0: the step was not halved
-        active = (~success).nonzero().squeeze(1) if self.early_stop else torch.arange(n, device=x.device)
+        if not self.early_stop:
+            active = torch.arange(n, device=x.device)
+        else:
+            active = ((streak < self.confirm) if self.eot > 1 else ~success).nonzero().squeeze(1)
         checkpoints = set(self.checkpoints[1:])
         last_check = 0
         stuck = torch.zeros(n, dtype=torch.bool, device=x.device)
@@ -218,11 +228,18 @@ class APGD(Attack):
             better = f > f_max[a]
             rows = a[better]
             f_max[rows], x_max[rows], g_max[rows] = f[better], new[better], g[better]
-            hit = self._goal(lg, y[a], None if target is None else target[a]) & ~success[a]
+            met = self._goal(lg, y[a], None if target is None else target[a])
+            hit = met & ~success[a]
             rows = a[hit]
             success[rows] = True
             broke_at[rows] = k + 1
-            best_adv[rows] = new[hit]
+            if self.eot > 1:
+                # the latest iterate that met the goal, as the authors' code keeps: later iterates lie deeper in
+                # the adversarial region than the first noisy crossing (which fresh draws often classify right)
+                best_adv[a[met]] = new[met]
+                streak[a] = torch.where(met, streak[a] + 1, 0)
+            else:
+                best_adv[rows] = new[hit]
             if k + 1 in checkpoints:
                 span = k + 1 - last_check
                 cond1 = increases[a] < self.rho * span
@@ -237,7 +254,7 @@ class APGD(Attack):
                 increases[a] = 0
                 last_check = k + 1
             if self.early_stop:
-                active = a[~success[a]]
+                active = a[streak[a] < self.confirm] if self.eot > 1 else a[~success[a]]
         failed = ~success
         best_adv[failed] = x_max[failed]
         # not converged, by the algorithm's own test: at the last checkpoint neither halving condition held

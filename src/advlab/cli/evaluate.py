@@ -83,8 +83,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iterations", type=positive_int, default=100, help="APGD and FAB iterations (default 100)")
     p.add_argument("--square-queries", type=positive_int, default=5000, help="Square queries per image in the "
                    "standard suite (default 5000)")
-    p.add_argument("--eot", type=positive_int, default=20, help="gradient draws per step in the rand suite "
-                   "(default 20)")
+    p.add_argument("--eot", type=positive_int, default=None, help="gradient draws per step in the rand suite "
+                   "(default: the schedule's, 8 fast, 20 autoattack)")
     p.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"), default=None,
                    help="list the samples one standard/rand evaluation broke and the other did not (run folders)")
     p.add_argument("--n", type=positive_int, default=1000, help="the first N test images (default 1000)")

@@ -52,7 +52,7 @@ class EvaluationSettings:
     fab: str | None = None
     iterations: int = 100
     square_queries: int = 5000
-    eot: int = 20
+    eot: int | None = None  # None: the schedule's (SuiteConfig)
 
     @property
     def radii(self) -> list[float]:
