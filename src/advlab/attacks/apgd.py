@@ -12,7 +12,9 @@ What differs from the authors' code, to spend fewer gradients at the same streng
 - a sample leaves the batch the moment its iterate is misclassified (early_stop, on by default): its
   remaining iterations could not change the evaluation's verdict. The step at which it broke is kept.
 - APGDTargeted ranks the target classes by the clean logits (most likely wrong class first, as the
-  authors do) and runs each next target only on the samples the previous targets left.
+  authors do), or by logits the caller passes (``rank_logits``; the ensemble passes those where APGD-CE
+  ended), runs each next target only on the samples the previous targets left, and starts each target
+  from its own random start (as the authors' code does), drawn per sample from its pixels and the seed.
 - eot > 1 averages the gradient (and the loss) over that many forward passes of a randomized model
   (expectation over transformation, Athalye et al. 2018; AutoAttack's "rand" version uses 20). Then one
   misclassified average is a noisy verdict: a sample leaves only after `confirm` steps in a row met the goal,
@@ -296,8 +298,9 @@ class APGD(Attack):
 
 class APGDTargeted(APGD):
     """APGD-T: APGD on the targeted DLR loss toward each of the `targets` most likely wrong classes by
-    the clean logits, in turn, each run only on the samples still correctly classified (Croce & Hein
-    2020, sec. 4). Succeeds on misclassification, whichever class; with an explicit target it is the
+    the clean logits (or by ``rank_logits``), in turn, each run only on the samples still correctly
+    classified and, with fresh_starts, from a new random start (Croce & Hein 2020, sec. 4). Succeeds on
+    misclassification, whichever class; with an explicit target it is the
     plain targeted APGD toward that class."""
 
     name = "apgd-t"

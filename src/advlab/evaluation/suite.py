@@ -6,10 +6,10 @@ Suites:
   earlier attack left correctly classified; a sample counts as robust only if all failed (the
   per-sample worst case). Two schedules (SuiteConfig): ``autoattack``, the authors' budget (APGD-T and
   FAB-T toward 9 target classes, FAB-T on every remaining sample), and ``fast``, advlab's default:
-  APGD-T toward the 3 most likely wrong classes and no FAB-T (``fab="unconverged"`` runs it only where
-  APGD-T did not converge, ``"all"`` everywhere). On a robust image the authors' schedule spends about
-  1,900 gradient calls and the fast one about 400; docs/evaluation.md measures both against the official
-  AutoAttack.
+  APGD-T toward the 5 classes ranked highest where APGD-CE ended, each from its own random start, and
+  no FAB-T (``fab="unconverged"`` runs it only where APGD-T did not converge, ``"all"`` everywhere). On a
+  robust image the authors' schedule spends about 1,900 gradient calls and the fast one about 600;
+  docs/evaluation.md measures both against the official AutoAttack.
 - ``rand``: for models whose forward pass is random: APGD-CE with the gradient averaged over 8 draws
   (EOT); a sample leaves only after its averaged logits were misclassified on 10 steps in a row, and the
   verdict on each returned point is the logits averaged over 20 fresh forward passes (docs/evaluation-rand.md
@@ -19,16 +19,16 @@ Suites:
 
 Where the gradients go (docs/evaluation.md measures it): the members run in order of cost-effectiveness
 and each sample leaves every attack the moment it is misclassified (the authors' code keeps iterating on
-broken samples until the run ends); the targets of APGD-T and FAB-T are ranked by the clean logits
-and each next target runs only on the samples still unbroken; the fast schedule stops after 3 targets
-and leaves FAB-T out. With several eps (ascending) a sample
+broken samples until the run ends); the targets of APGD-T are ranked where APGD-CE ended (fast) or by
+the clean logits (autoattack, and FAB-T always) and each next target runs only on the samples still
+unbroken; the fast schedule stops after 5 targets and leaves FAB-T out. With several eps (ascending) a sample
 broken at a smaller eps counts as broken at every larger one (the balls are nested), so each eps only
 attacks the survivors of the previous one.
 
 Per sample the evaluation keeps which attack broke it, at which eps, at which step (iteration, or query
 for Square), the gradient calls and queries spent on it, and the norm of its adversarial perturbation.
-The random starts are drawn once per sample (seeded), so a sample's attack does not depend on which
-other samples share its batch.
+The random starts are drawn per sample (seeded; APGD-T's further targets from the sample's pixels), so a
+sample's attack does not depend on which other samples share its batch.
 """
 
 from __future__ import annotations
@@ -67,9 +67,10 @@ RANKINGS = ("apgd-ce", "clean")  # APGD-T's targets: by the logits where APGD-CE
 @dataclass
 class SuiteConfig:
     """The protocol's settings. The default is advlab's fast schedule (docs/evaluation.md measures it
-    against the official AutoAttack): APGD-T toward the 3 most likely wrong classes and no FAB-T (the evidence
-    for both cuts is there). ``autoattack()`` gives the authors' budget:
-    9 targets for APGD-T and FAB-T, FAB-T on every sample APGD-T left.
+    against the official AutoAttack): APGD-T toward 5 targets ranked by the logits where APGD-CE ended
+    (rank_targets "apgd-ce"; "clean": by the clean logits) and no FAB-T (the evidence for both is there).
+    ``autoattack()`` gives the authors' budget: 9 targets by the clean logits for APGD-T and FAB-T, FAB-T
+    on every sample APGD-T left.
 
     fab: "off" (never), "unconverged" (only on the samples APGD-T did not converge on: at its last
     checkpoint neither of APGD's step-halving conditions held; everywhere when APGD-T did not run) or
