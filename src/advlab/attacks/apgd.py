@@ -316,8 +316,7 @@ class APGDTargeted(APGD):
         """Where the run toward the target of this rank begins: the given start (or the attack's own random
         one) for the first target; with fresh_starts, a new random start for each further target, as the
         authors' code draws one per target (keyed by the sample's pixels, so independent of the batch).
-        One start shared by every target left 5 of 100 images of an adversarially trained model unbroken
-        that fresh starts break (docs/evaluation.md)."""
+        A start shared by every target was weaker on an adversarially trained model (docs/evaluation.md)."""
         if rank == 0 or not self.fresh_starts or not self.random_start:
             return self._start(x, start, generator)
         return self.threat.keyed_random_start(x, 0 if self.seed is None else self.seed, salt=rank)

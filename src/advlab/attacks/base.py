@@ -123,7 +123,7 @@ class ThreatModel:
         delta = torch.empty(x.shape, dtype=x.dtype)
         for i in range(len(x)):
             key = hashlib.blake2b(pixels[i].numpy().tobytes(), digest_size=8,
-                                  salt=struct.pack("<qq", int(seed), int(salt))[:16]).digest()
+                                  salt=struct.pack("<qq", int(seed), int(salt))).digest()
             generator = torch.Generator().manual_seed(int.from_bytes(key, "little") >> 1)
             delta[i] = self.random_delta(pixels[i:i + 1].to(x.dtype), generator)[0]
         return self.project(x + delta.to(x.device), x)
@@ -318,7 +318,7 @@ class Attack:
                 raise AdvlabError(f"rank_logits has {rank_logits.shape[1]} classes; the model has {num_classes}")
             ranking = None
             if self.ranks_targets:
-                ranking = (clean_logits if rank_logits is None else rank_logits.to(x.device).float())
+                ranking = clean_logits if rank_logits is None else rank_logits.to(x.device).float()
             adv = self._perturb_unfinished(model, x, y, target, clean_logits.argmax(1), cost, start, ranking).detach()
             # judged in float32 even when the attack's own passes ran under bf16 autocast
             with torch.no_grad(), full_precision(x.device):
